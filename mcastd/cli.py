@@ -1,0 +1,261 @@
+"""Command line: argparse, the exit-code table, and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from mcastd import __version__
+from mcastd.client import say
+from mcastd.config import (
+    DEFAULT_GROUPS,
+    DEFAULT_PORT,
+    Config,
+    Endpoint,
+    canonical_group,
+    load,
+    resolve_path,
+    select,
+)
+from mcastd.errors import ConfigError, SocketSetupError
+from mcastd.journal import DAEMON_LOGGER, setup_detached_logging, setup_logging
+from mcastd.notify import Notifier, watchdog_interval
+from mcastd.server import Server
+
+# sysexits.h, as systemd units and init scripts expect them.
+EXIT_OK = 0
+EXIT_NO_REPLY = 1  # `say` heard nothing
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a socket could not be set up, or already running
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug in mcastd
+EXIT_CONFIG = 78  # EX_CONFIG: the configuration file is wrong
+
+EXIT_CODES = """exit codes:
+  0   success (for run: stopped by STOP, SIGTERM or SIGINT)
+  1   say: no reply within --wait
+  2   bad command line
+  69  a group could not be bound or joined, or another copy holds the pidfile
+  70  internal error (a bug: please report it)
+  78  the configuration file is invalid"""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def fail(message: str) -> None:
+    print(f"mcastd: {message}", file=sys.stderr)
+
+
+def group_argument(text: str) -> str:
+    group = canonical_group(text)
+    if group is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a multicast address")
+    return group
+
+
+def port_argument(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return int(text)
+
+
+def ttl_argument(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 255:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TTL (0-255)")
+    return int(text)
+
+
+def wait_argument(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0-3600)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcastd",
+        description="Listen on IP multicast groups and answer what is heard (HEAR protocol).",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mcastd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config_help = "configuration file (default: $MCASTD_CONFIG, then /etc/mcastd.yaml)"
+    run = commands.add_parser(
+        "run", help="serve the configured groups in the foreground", epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--config", metavar="FILE", help=config_help)
+    run.add_argument(
+        "--group", action="append", type=group_argument, metavar="GROUP",
+        help="serve only this group (repeatable); unlisted groups get the file's defaults",
+    )
+    run.add_argument("--log-level", choices=LOG_LEVELS, default="info", metavar="LEVEL",
+                     help=f"one of {', '.join(LOG_LEVELS)} (default: info)")
+    run.add_argument("--detach", action="store_true",
+                     help="become a background daemon (for hosts without systemd)")
+    run.add_argument("--pidfile", metavar="FILE", default="/run/mcastd.pid",
+                     help="with --detach: lock and pid file (default: /run/mcastd.pid)")
+
+    check = commands.add_parser(
+        "check", help="validate the configuration and summarise it", epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("--config", metavar="FILE", help=config_help)
+    check.add_argument("--group", action="append", type=group_argument, metavar="GROUP",
+                       help="check only what `run --group GROUP` would serve")
+
+    say_cmd = commands.add_parser(
+        "say", help="send a message to a group and print the replies", epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    say_cmd.add_argument("--group", type=group_argument, default=DEFAULT_GROUPS[0],
+                         help=f"group to send to (default: {DEFAULT_GROUPS[0]})")
+    say_cmd.add_argument("--port", type=port_argument, default=DEFAULT_PORT,
+                         help=f"port (default: {DEFAULT_PORT})")
+    say_cmd.add_argument("--ttl", type=ttl_argument, default=1, help="TTL / hop limit (default: 1)")
+    say_cmd.add_argument("--interface", metavar="IF", help="interface name or local address")
+    say_cmd.add_argument("--wait", type=wait_argument, default=1.0, metavar="SECONDS",
+                         help="how long to listen for replies (default: 1)")
+    say_cmd.add_argument("message", nargs="+", metavar="MESSAGE", help="the words to send")
+    return parser
+
+
+def read_config(path: str | None, groups: Sequence[str] | None) -> Config:
+    config = load(path)
+    return select(config, groups) if groups else config
+
+
+def report_config_error(error: ConfigError) -> int:
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = resolve_path(args.config)
+    try:
+        config = read_config(path, args.group)
+    except ConfigError as e:
+        return report_config_error(e)
+    for g in config.groups:
+        s = g.settings
+        print(
+            f"{g.group} port{'s' if len(g.ports) > 1 else ''} {','.join(map(str, g.ports))}: "
+            f"reply {s.reply}, ttl {s.ttl}, interface {s.interface or 'any'}, "
+            f"log_datagrams {'on' if s.log_datagrams else 'off'}"
+        )
+    print(f"{config.source}: ok, {len(config.endpoints())} (group, port) to serve")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = resolve_path(args.config)
+    groups = args.group
+    try:
+        config = read_config(path, groups)
+    except ConfigError as e:
+        return report_config_error(e)
+    setup_logging(args.log_level)
+    log = logging.getLogger(DAEMON_LOGGER)
+    log.info("mcastd %s starting with %s", __version__, config.source)
+    server = Server(
+        config,
+        Notifier(),
+        reload_config=lambda: read_config(path, groups),
+        watchdog_interval=watchdog_interval(),
+    )
+    if args.detach:
+        return run_detached(server, args.pidfile, args.log_level)
+    try:
+        server.open()
+    except SocketSetupError as e:
+        log.error("%s", e)
+        return EXIT_UNAVAILABLE
+    server.run()
+    return EXIT_OK
+
+
+def run_detached(server: Server, pidfile_path: str, level: str) -> int:
+    """Daemonise with python-daemon; the pidfile lock refuses a second copy."""
+    import daemon  # noqa: PLC0415 (only the --detach mode needs python-daemon)
+    import daemon.pidfile  # noqa: PLC0415
+
+    pidfile = daemon.pidfile.TimeoutPIDLockFile(os.path.abspath(pidfile_path), acquire_timeout=0)
+    holder = pidfile.read_pid()
+    if holder is not None:
+        if _alive(holder):
+            fail(f"already running as pid {holder} (pidfile {pidfile_path})")
+            return EXIT_UNAVAILABLE
+        pidfile.break_lock()  # left behind by a copy that was killed
+    log = logging.getLogger(DAEMON_LOGGER)
+    try:
+        server.open()  # before forking, so that errors reach the operator's terminal
+    except SocketSetupError as e:
+        log.error("%s", e)
+        return EXIT_UNAVAILABLE
+    sockets = [c.listener.sock for c in server.channels.values()]
+    context = daemon.DaemonContext(
+        pidfile=pidfile, files_preserve=sockets, signal_map={}, umask=0o022
+    )
+    try:
+        context.open()
+    except Exception as e:  # noqa: BLE001 (lockfile raises its own classes)
+        fail(f"cannot detach: {e}")
+        return EXIT_UNAVAILABLE
+    try:
+        setup_detached_logging(level)
+        server.run()
+    finally:
+        context.close()
+    return EXIT_OK
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    endpoint = Endpoint(args.group, args.port, args.ttl, args.interface, "unicast", False)
+    message = " ".join(args.message).encode("utf-8", errors="surrogateescape")
+    replies = 0
+    try:
+        for sender, data in say(endpoint, message, args.wait):
+            host, port = sender
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            print(f"{where} {data.decode('utf-8', errors='replace')}", flush=True)
+            replies += 1
+    except SocketSetupError as e:
+        fail(str(e))
+        return EXIT_UNAVAILABLE
+    return EXIT_OK if replies else EXIT_NO_REPLY
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "say": cmd_say}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C outside the server loop (e.g. during `say`)
+    except Exception as e:
+        logging.getLogger(DAEMON_LOGGER).debug("internal error", exc_info=True)
+        fail(f"internal error: {type(e).__name__}: {e}")
+        return EXIT_SOFTWARE
+    finally:
+        logging.shutdown()
