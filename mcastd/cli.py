@@ -89,41 +89,77 @@ def build_parser() -> argparse.ArgumentParser:
 
     config_help = "configuration file (default: $MCASTD_CONFIG, then /etc/mcastd.yaml)"
     run = commands.add_parser(
-        "run", help="serve the configured groups in the foreground", epilog=EXIT_CODES,
+        "run",
+        help="serve the configured groups in the foreground",
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--config", metavar="FILE", help=config_help)
     run.add_argument(
-        "--group", action="append", type=group_argument, metavar="GROUP",
+        "--group",
+        action="append",
+        type=group_argument,
+        metavar="GROUP",
         help="serve only this group (repeatable); unlisted groups get the file's defaults",
     )
-    run.add_argument("--log-level", choices=LOG_LEVELS, default="info", metavar="LEVEL",
-                     help=f"one of {', '.join(LOG_LEVELS)} (default: info)")
-    run.add_argument("--detach", action="store_true",
-                     help="become a background daemon (for hosts without systemd)")
-    run.add_argument("--pidfile", metavar="FILE", default="/run/mcastd.pid",
-                     help="with --detach: lock and pid file (default: /run/mcastd.pid)")
+    run.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)} (default: info)",
+    )
+    run.add_argument(
+        "--detach",
+        action="store_true",
+        help="become a background daemon (for hosts without systemd)",
+    )
+    run.add_argument(
+        "--pidfile",
+        metavar="FILE",
+        default="/run/mcastd.pid",
+        help="with --detach: lock and pid file (default: /run/mcastd.pid)",
+    )
 
     check = commands.add_parser(
-        "check", help="validate the configuration and summarise it", epilog=EXIT_CODES,
+        "check",
+        help="validate the configuration and summarise it",
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("--config", metavar="FILE", help=config_help)
-    check.add_argument("--group", action="append", type=group_argument, metavar="GROUP",
-                       help="check only what `run --group GROUP` would serve")
+    check.add_argument(
+        "--group",
+        action="append",
+        type=group_argument,
+        metavar="GROUP",
+        help="check only what `run --group GROUP` would serve",
+    )
 
     say_cmd = commands.add_parser(
-        "say", help="send a message to a group and print the replies", epilog=EXIT_CODES,
+        "say",
+        help="send a message to a group and print the replies",
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    say_cmd.add_argument("--group", type=group_argument, default=DEFAULT_GROUPS[0],
-                         help=f"group to send to (default: {DEFAULT_GROUPS[0]})")
-    say_cmd.add_argument("--port", type=port_argument, default=DEFAULT_PORT,
-                         help=f"port (default: {DEFAULT_PORT})")
+    say_cmd.add_argument(
+        "--group",
+        type=group_argument,
+        default=DEFAULT_GROUPS[0],
+        help=f"group to send to (default: {DEFAULT_GROUPS[0]})",
+    )
+    say_cmd.add_argument(
+        "--port", type=port_argument, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
+    )
     say_cmd.add_argument("--ttl", type=ttl_argument, default=1, help="TTL / hop limit (default: 1)")
     say_cmd.add_argument("--interface", metavar="IF", help="interface name or local address")
-    say_cmd.add_argument("--wait", type=wait_argument, default=1.0, metavar="SECONDS",
-                         help="how long to listen for replies (default: 1)")
+    say_cmd.add_argument(
+        "--wait",
+        type=wait_argument,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long to listen for replies (default: 1)",
+    )
     say_cmd.add_argument("message", nargs="+", metavar="MESSAGE", help="the words to send")
     return parser
 
@@ -185,8 +221,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_detached(server: Server, pidfile_path: str, level: str) -> int:
     """Daemonise with python-daemon; the pidfile lock refuses a second copy."""
-    import daemon  # noqa: PLC0415 (only the --detach mode needs python-daemon)
-    import daemon.pidfile  # noqa: PLC0415
+    import daemon
+    import daemon.pidfile
 
     pidfile = daemon.pidfile.TimeoutPIDLockFile(os.path.abspath(pidfile_path), acquire_timeout=0)
     holder = pidfile.read_pid()
@@ -207,7 +243,7 @@ def run_detached(server: Server, pidfile_path: str, level: str) -> int:
     )
     try:
         context.open()
-    except Exception as e:  # noqa: BLE001 (lockfile raises its own classes)
+    except Exception as e:
         fail(f"cannot detach: {e}")
         return EXIT_UNAVAILABLE
     try:

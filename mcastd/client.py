@@ -13,9 +13,7 @@ from mcastd.errors import SocketSetupError, strerror
 from mcastd.protocol import RECEIVE_BUFFER
 
 
-def say(
-    endpoint: Endpoint, message: bytes, wait: float
-) -> Iterator[tuple[tuple[str, int], bytes]]:
+def say(endpoint: Endpoint, message: bytes, wait: float) -> Iterator[tuple[tuple[str, int], bytes]]:
     """Send `message` to the endpoint's group; yield (sender, reply) until `wait` seconds pass."""
     try:
         sock = socket.socket(endpoint.family, socket.SOCK_DGRAM)

@@ -196,7 +196,9 @@ class _Checker:
                 self.problem(node, prefix + "interface", f"{value!r} is not an interface name")
             else:
                 self.problem(
-                    node, prefix + "interface", f"must be an interface name or address, not {value!r}"
+                    node,
+                    prefix + "interface",
+                    f"must be an interface name or address, not {value!r}",
                 )
         if "reply" in entries:
             node = entries["reply"][1]
@@ -302,7 +304,9 @@ def _valid_interface(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        return 0 < len(value) < 16 and not any(c in value for c in "/ \t\n:") and value.isprintable()
+        return (
+            0 < len(value) < 16 and not any(c in value for c in "/ \t\n:") and value.isprintable()
+        )
     return True
 
 
@@ -315,7 +319,9 @@ def parse(text: str, filename: str = "<config>") -> Config:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = e.problem or e.context or "not valid YAML"
-        raise ConfigError([ConfigProblem(filename, line, col, "", f"not valid YAML: {reason}")]) from e
+        raise ConfigError(
+            [ConfigProblem(filename, line, col, "", f"not valid YAML: {reason}")]
+        ) from e
     except (yaml.YAMLError, RecursionError, ValueError) as e:
         raise ConfigError([ConfigProblem(filename, 1, 1, "", f"not valid YAML: {e}")]) from e
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
@@ -346,14 +352,18 @@ def parse(text: str, filename: str = "<config>") -> Config:
     return Config(filename, defaults, tuple(groups))
 
 
-def _check_duplicates(checker: _Checker, placed: Sequence[tuple[int, yaml.Node, GroupConfig]]) -> None:
+def _check_duplicates(
+    checker: _Checker, placed: Sequence[tuple[int, yaml.Node, GroupConfig]]
+) -> None:
     first: dict[tuple[str, int], int] = {}
     for i, node, entry in placed:
         for port in entry.ports:
             index = first.setdefault((entry.group, port), i)
             if index != i:
                 checker.problem(
-                    node, f"groups[{i}]", f"{entry.group} port {port} is already served by groups[{index}]"
+                    node,
+                    f"groups[{i}]",
+                    f"{entry.group} port {port} is already served by groups[{index}]",
                 )
 
 

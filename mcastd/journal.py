@@ -32,7 +32,7 @@ SYSLOG_SOCKET = "/dev/log"
 
 
 def journal_handler() -> logging.Handler:
-    from systemd.journal import JournalHandler  # noqa: PLC0415 (only needed with a journal)
+    from systemd.journal import JournalHandler
 
     handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -83,7 +83,7 @@ class LineBudget:
     starts, `take_suppressed` hands over how many lines the last windows held back.
     """
 
-    __slots__ = ("per_second", "window_start", "used", "suppressed")
+    __slots__ = ("per_second", "suppressed", "used", "window_start")
 
     def __init__(self, per_second: int = 20) -> None:
         self.per_second = per_second

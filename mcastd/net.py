@@ -6,6 +6,7 @@ chosen by errno, and whatever was opened before the failure is closed again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
@@ -58,7 +59,9 @@ def ipv6_interface_index(address: str, table: str = IF_INET6) -> int:
                     return int(fields[1], 16)
     except OSError:
         pass  # no IPv6 on this host: said below
-    raise SocketSetupError(f"interface {address}", errno.EADDRNOTAVAIL, "no interface has this address")
+    raise SocketSetupError(
+        f"interface {address}", errno.EADDRNOTAVAIL, "no interface has this address"
+    )
 
 
 def _is_address(text: str) -> bool:
@@ -76,7 +79,9 @@ def membership_request(endpoint: Endpoint) -> Membership:
         # struct ip_mreqn { in_addr multiaddr; in_addr address; int ifindex; }: 12 bytes
         local = iface if iface and _is_address(iface) else "0.0.0.0"  # noqa: S104 (an address field, not a bind)
         index = interface_index(iface) if iface and not _is_address(iface) else 0
-        request = socket.inet_aton(endpoint.group) + socket.inet_aton(local) + struct.pack("@i", index)
+        request = (
+            socket.inet_aton(endpoint.group) + socket.inet_aton(local) + struct.pack("@i", index)
+        )
         return Membership(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, request)
     # struct ipv6_mreq { in6_addr multiaddr; unsigned int ifindex; }: 20 bytes
     if iface is None:
@@ -109,7 +114,7 @@ def _explain(stage: str, code: int, endpoint: Endpoint) -> str:
     if code == errno.EAFNOSUPPORT:
         return "IPv6 is not available on this host"
     if code == errno.EADDRNOTAVAIL and stage == "bind":
-        return "cannot bind to this group address (is IPv6 up, and does a link-local group name its interface?)"
+        return "cannot bind to this group address (a link-local group needs its interface named)"
     return f"{stage} failed: {strerror(code)}"
 
 
@@ -192,10 +197,9 @@ def change_interface(listener: Listener, new: Endpoint) -> Listener:
 def leave(listener: Listener) -> None:
     """Drop the membership; closing would too, but leaving first sends the report at once."""
     m = listener.membership
-    try:
+    # If the interface went away, the kernel has already dropped the membership.
+    with contextlib.suppress(OSError):
         listener.sock.setsockopt(m.level, m.leave_option, m.request)
-    except OSError:
-        pass  # the interface went away: the kernel already dropped the membership
 
 
 def close_listener(listener: Listener) -> None:

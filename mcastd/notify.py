@@ -11,10 +11,11 @@ Sender = Callable[[str], bool]
 
 def systemd_sender() -> Sender:
     """systemd-python's notify: returns False (and does nothing) without NOTIFY_SOCKET."""
-    from systemd import daemon  # noqa: PLC0415 (keep `import mcastd.notify` free of C modules)
+    # Imported here so that `import mcastd.notify` loads no C module.
+    import systemd.daemon
 
     def send(state: str) -> bool:
-        return bool(daemon.notify(state))
+        return bool(systemd.daemon.notify(state))
 
     return send
 

@@ -8,7 +8,7 @@ datagram whose whole text (stripped) is `STOP` stops the server: `NONSTOP` or `B
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple
 
 from mcastd.config import ReplyMode
@@ -26,7 +26,7 @@ STOP_WORD = "STOP"
 REPLY_PREFIX = b"HEAR [ "
 
 
-class DropReason(str, Enum):
+class DropReason(StrEnum):
     """Why a datagram got no answer. The values appear in logs and counters."""
 
     NOT_UTF8 = "not_utf8"

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import NamedTuple
 
 from mcastd import net
 from mcastd.config import Config, Endpoint
@@ -61,7 +62,7 @@ class Counters:
 class Channel:
     """One served (group, port): its socket, settings, logger, line budget and counters."""
 
-    __slots__ = ("endpoint", "listener", "name", "logger", "budget", "counters", "log_heard")
+    __slots__ = ("budget", "counters", "endpoint", "listener", "log_heard", "logger", "name")
 
     def __init__(self, endpoint: Endpoint, listener: net.Listener) -> None:
         self.endpoint = endpoint
@@ -122,7 +123,7 @@ class Server:
         self.channels: dict[tuple[str, int], Channel] = {}
         self.stop_reason: str | None = None
         self.reload_requested = False
-        self.selector: selectors.BaseSelector | None = None
+        self.selector: selectors.BaseSelector = selectors.DefaultSelector()
         self.buffer_size = RECEIVE_BUFFER
         self.last_status = ""
 
@@ -156,7 +157,6 @@ class Server:
         """Serve until STOP, SIGTERM or SIGINT; the sockets must be open (see `open`)."""
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous = self._install_signals(wake_write)
-        self.selector = selectors.DefaultSelector()
         try:
             self.selector.register(wake_read, selectors.EVENT_READ, None)
             for channel in self.channels.values():
@@ -176,30 +176,26 @@ class Server:
                 net.close_listener(channel.listener)
             self.channels.clear()
             self.selector.close()
-            signal.set_wakeup_fd(previous.pop(0))  # type: ignore[arg-type]
-            for signum, handler in zip(STOP_SIGNALS + (signal.SIGHUP,), previous, strict=True):
-                signal.signal(signum, handler)
+            restore_signals(previous)
             os.close(wake_read)
             os.close(wake_write)
         return reason
 
-    def _install_signals(self, wake_write: int) -> list[object]:
+    def _install_signals(self, wake_write: int) -> SavedSignals:
         def on_stop(signum: int, frame: FrameType | None) -> None:
             self.request_stop(signal.Signals(signum).name)
 
         def on_hangup(signum: int, frame: FrameType | None) -> None:
             self.reload_requested = True
 
-        previous: list[object] = [signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)]
-        for signum in STOP_SIGNALS:
-            previous.append(signal.signal(signum, on_stop))
-        previous.append(signal.signal(signal.SIGHUP, on_hangup))
-        return previous
+        wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        handlers = {signum: signal.signal(signum, on_stop) for signum in STOP_SIGNALS}
+        handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+        return SavedSignals(wakeup, handlers)
 
     # -- the loop ---------------------------------------------------------------------------
 
     def _loop(self, wake_read: int) -> None:
-        assert self.selector is not None
         select = self.selector.select
         clock = self.clock
         now = clock()
@@ -339,7 +335,6 @@ class Server:
         wanted = {e.key: e for e in new.endpoints()}
         for key in [k for k in self.channels if k not in wanted]:
             channel = self.channels.pop(key)
-            assert self.selector is not None
             self.selector.unregister(channel.listener.sock)
             net.close_listener(channel.listener)
             channel.logger.info(
@@ -364,7 +359,6 @@ class Server:
             listener = net.open_listener(endpoint)
             channel = Channel(endpoint, listener)
             self.channels[key] = channel
-            assert self.selector is not None
             self.selector.register(listener.sock, selectors.EVENT_READ, channel)
             self.log_joined(channel)
             return
@@ -387,6 +381,21 @@ class Server:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+
+
+class SavedSignals(NamedTuple):
+    """What `run` replaced, to put back when it returns."""
+
+    wakeup_fd: int
+    handlers: dict[signal.Signals, Handler]
+
+
+def restore_signals(saved: SavedSignals) -> None:
+    signal.set_wakeup_fd(saved.wakeup_fd)
+    for signum, handler in saved.handlers.items():
+        signal.signal(signum, handler)
 
 
 def _drain(fd: int) -> None:
