@@ -123,7 +123,6 @@ class Server:
         self.channels: dict[tuple[str, int], Channel] = {}
         self.stop_reason: str | None = None
         self.reload_requested = False
-        self.selector: selectors.BaseSelector = selectors.DefaultSelector()
         self.buffer_size = RECEIVE_BUFFER
         self.last_status = ""
 
@@ -157,14 +156,16 @@ class Server:
         """Serve until STOP, SIGTERM or SIGINT; the sockets must be open (see `open`)."""
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous = self._install_signals(wake_write)
+        # Made here, not earlier: --detach closes every descriptor that is not a socket of ours.
+        selector = selectors.DefaultSelector()
         try:
-            self.selector.register(wake_read, selectors.EVENT_READ, None)
+            selector.register(wake_read, selectors.EVENT_READ, None)
             for channel in self.channels.values():
-                self.selector.register(channel.listener.sock, selectors.EVENT_READ, channel)
+                selector.register(channel.listener.sock, selectors.EVENT_READ, channel)
             self.last_status = self.status_line()
             self.notifier.ready(self.last_status)
             self.log.info("ready: %s", self.last_status)
-            self._loop(wake_read)
+            self._loop(selector, wake_read)
         finally:
             reason = self.stop_reason or "error"
             self.notifier.stopping(f"stopping: {reason}")
@@ -175,7 +176,7 @@ class Server:
                 )
                 net.close_listener(channel.listener)
             self.channels.clear()
-            self.selector.close()
+            selector.close()
             restore_signals(previous)
             os.close(wake_read)
             os.close(wake_write)
@@ -195,8 +196,8 @@ class Server:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _loop(self, wake_read: int) -> None:
-        select = self.selector.select
+    def _loop(self, selector: selectors.BaseSelector, wake_read: int) -> None:
+        select = selector.select
         clock = self.clock
         now = clock()
         next_watchdog = now
@@ -219,7 +220,7 @@ class Server:
             now = clock()
             if self.reload_requested:
                 self.reload_requested = False
-                self.reload()
+                self.reload(selector)
             if now >= next_status:
                 self.tick(now)
                 next_status = now + STATUS_INTERVAL
@@ -318,7 +319,7 @@ class Server:
 
     # -- reload -----------------------------------------------------------------------------
 
-    def reload(self) -> None:
+    def reload(self, selector: selectors.BaseSelector) -> None:
         """Re-read the config; apply it if valid, keeping every unchanged socket open."""
         if self.reload_config is None:
             self.log.info("SIGHUP ignored: no configuration to reload")
@@ -335,7 +336,7 @@ class Server:
         wanted = {e.key: e for e in new.endpoints()}
         for key in [k for k in self.channels if k not in wanted]:
             channel = self.channels.pop(key)
-            self.selector.unregister(channel.listener.sock)
+            selector.unregister(channel.listener.sock)
             net.close_listener(channel.listener)
             channel.logger.info(
                 "%s left: %s", channel.name, channel.counters.summary(), extra=channel.fields()
@@ -343,7 +344,7 @@ class Server:
         failures = 0
         for key, endpoint in wanted.items():
             try:
-                self._apply(key, endpoint)
+                self._apply(selector, key, endpoint)
             except SocketSetupError as e:
                 failures += 1
                 self.log.error("reload: %s", e)
@@ -353,13 +354,15 @@ class Server:
         self.last_status = self.status_line()
         self.notifier.ready(self.last_status)
 
-    def _apply(self, key: tuple[str, int], endpoint: Endpoint) -> None:
+    def _apply(
+        self, selector: selectors.BaseSelector, key: tuple[str, int], endpoint: Endpoint
+    ) -> None:
         channel = self.channels.get(key)
         if channel is None:
             listener = net.open_listener(endpoint)
             channel = Channel(endpoint, listener)
             self.channels[key] = channel
-            self.selector.register(listener.sock, selectors.EVENT_READ, channel)
+            selector.register(listener.sock, selectors.EVENT_READ, channel)
             self.log_joined(channel)
             return
         old = channel.endpoint
