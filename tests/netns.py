@@ -1,0 +1,203 @@
+"""Throw-away network namespaces for tests, and an mcastd process running inside one.
+
+Every datagram a test sends stays inside a namespace made here: IPv4 multicast is routed to
+`lo`; IPv6 multicast, which `lo` does not carry, goes over a veth pair inside the namespace.
+Client sockets are created inside the namespace from the test process itself (setns on the
+calling thread, then back), so tests talk to the daemon with ordinary sockets.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
+REPO = Path(__file__).resolve().parent.parent
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+class NetNS:
+    """A named network namespace with lo up, 224.0.0.0/4 on lo, and a veth pair for IPv6."""
+
+    def __init__(self, prefix: str = "mcastd-t") -> None:
+        self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        sh("ip", "netns", "add", self.name)
+        try:
+            self.ip("link", "set", "lo", "up")
+            self.ip("route", "add", "224.0.0.0/4", "dev", "lo", "src", "127.0.0.1")
+            self.ip("link", "add", "v6a", "type", "veth", "peer", "name", "v6b")
+            for link in ("v6a", "v6b"):
+                self.exec("sysctl", "-qw", f"net.ipv6.conf.{link}.accept_dad=0")
+                self.ip("link", "set", link, "up")
+        except BaseException:
+            self.delete()
+            raise
+
+    def ip(self, *argv: str) -> None:
+        sh("ip", "-n", self.name, *argv)
+
+    def exec(self, *argv: str) -> None:
+        sh("ip", "netns", "exec", self.name, *argv)
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """Run the block with this thread inside the namespace (sockets made there stay there)."""
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                yield
+            finally:
+                _setns(home)
+        finally:
+            os.close(target)
+            os.close(home)
+
+    def socket(self, family: int = socket.AF_INET) -> socket.socket:
+        with self.entered():
+            return socket.socket(family, socket.SOCK_DGRAM)
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
+
+
+def mcastd_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mcastd", *args]
+
+
+class Daemon:
+    """`mcastd run` inside a namespace, with a real NOTIFY_SOCKET the test reads."""
+
+    def __init__(
+        self,
+        netns: NetNS,
+        config: str | None,
+        args: Sequence[str] = (),
+        workdir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.netns = netns
+        self.dir = Path(tempfile.mkdtemp(prefix="mcastd-test-", dir=workdir))
+        self.config_path = self.dir / "mcastd.yaml"
+        argv = ["run"]
+        if config is not None:
+            self.config_path.write_text(config)
+            argv += ["--config", str(self.config_path)]
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.dir / "notify"))
+        self.messages: list[str] = []
+        self.stderr_path = self.dir / "stderr"
+        environment = dict(os.environ if env is None else env)
+        environment["NOTIFY_SOCKET"] = str(self.dir / "notify")
+        environment["PYTHONPATH"] = str(REPO)
+        environment.pop("JOURNAL_STREAM", None)
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                netns.command(mcastd_argv(*argv, *args)),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=environment,
+            )
+
+    def wait_for(self, prefix: str, timeout: float = 10.0) -> str:
+        """The next sd_notify message containing a line starting with `prefix`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.drain()
+                for message in self.messages:
+                    if any(line.startswith(prefix) for line in message.splitlines()):
+                        self.messages.remove(message)
+                        return message
+                raise AssertionError(
+                    f"mcastd exited with {self.proc.returncode} before {prefix!r}:\n{self.stderr}"
+                )
+            ready, _, _ = select.select([self.notify], [], [], 0.05)
+            if ready:
+                self.messages.append(self.notify.recv(4096).decode())
+            for message in self.messages:
+                if any(line.startswith(prefix) for line in message.splitlines()):
+                    self.messages.remove(message)
+                    return message
+        raise AssertionError(f"no {prefix!r} from mcastd within {timeout} s:\n{self.stderr}")
+
+    def drain(self) -> None:
+        self.notify.setblocking(False)
+        try:
+            while True:
+                self.messages.append(self.notify.recv(4096).decode())
+        except BlockingIOError:
+            pass
+        finally:
+            self.notify.setblocking(True)
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 5.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        self.notify.close()
+        for path in self.dir.iterdir():
+            path.unlink()
+        self.dir.rmdir()
+
+
+def ask(
+    sock: socket.socket, payload: bytes, group: str, port: int, timeout: float = 2.0
+) -> tuple[bytes, tuple[str, int]]:
+    """Send one datagram to (group, port) and return the first reply and its sender."""
+    sock.settimeout(timeout)
+    sock.sendto(payload, (group, port))
+    data, sender = sock.recvfrom(70_000)
+    return data, (sender[0], sender[1])
+
+
+def collect(sock: socket.socket, quiet: float) -> list[bytes]:
+    """Every datagram that arrives until none has come for `quiet` seconds."""
+    sock.settimeout(quiet)
+    got: list[bytes] = []
+    try:
+        while True:
+            got.append(sock.recv(70_000))
+    except TimeoutError:
+        return got
