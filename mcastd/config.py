@@ -137,7 +137,8 @@ class _Checker:
         entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
             name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            where = f"{key}.{name}" if key and name else (name or key)
+            shown = name if isinstance(name, str) and name.isidentifier() else repr(name)
+            where = f"{key}.{shown}" if key else shown
             if not isinstance(name, str) or name not in allowed:
                 hint = difflib.get_close_matches(str(name), allowed, n=1)
                 extra = f" (did you mean '{hint[0]}'?)" if hint else ""
@@ -155,8 +156,11 @@ class _Checker:
             return None
         try:
             return yaml.constructor.SafeConstructor().construct_object(node)
+        except yaml.MarkedYAMLError as e:
+            self.problem(node, key, f"cannot be read: {e.problem}")
+            return None
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
-            self.problem(node, key, f"cannot be read: {e}")
+            self.problem(node, key, f"cannot be read: {str(e).splitlines()[0]}")
             return None
 
     def integer(self, node: yaml.Node, key: str, low: int, high: int, what: str) -> int | None:

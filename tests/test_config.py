@@ -1,0 +1,247 @@
+"""Config parsing: every error class with its line:col, and no input that escapes ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcastd.config import (
+    Config,
+    Endpoint,
+    Settings,
+    built_in_defaults,
+    load,
+    parse,
+    resolve_path,
+    select,
+)
+from mcastd.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, "f.yaml")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_shipped_file_equals_built_in_defaults():
+    shipped = load(str(REPO / "etc" / "mcastd.yaml"))
+    assert shipped.endpoints() == built_in_defaults().endpoints()
+    assert shipped.defaults == Settings()
+
+
+def test_endpoints_of_a_full_file():
+    config = parse(
+        """
+port: 5000
+ttl: 4
+reply: group
+log_datagrams: false
+groups:
+  - group: 239.0.0.9
+    ports: [5001, 5002]
+  - group: FF05:0::9
+    ttl: 9
+    reply: none
+    interface: eth0
+  - 239.1.1.1
+"""
+    )
+    assert config.endpoints() == (
+        Endpoint("239.0.0.9", 5001, 4, None, "group", False),
+        Endpoint("239.0.0.9", 5002, 4, None, "group", False),
+        Endpoint("ff05::9", 5000, 9, "eth0", "none", False),
+        Endpoint("239.1.1.1", 5000, 4, None, "group", False),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a port out of range, with the exact line:col of the value
+        (
+            "groups:\n  - group: 239.0.0.9\n    port: 70000\n",
+            ["f.yaml:3:11: groups[0].port: 70000 is not a port (1-65535)"],
+        ),
+        (
+            "groups:\n  - group: 239.0.0.9\n    ports: [1, 0]\n",
+            ["f.yaml:3:16: groups[0].ports[1]: 0 is not a port (1-65535)"],
+        ),
+        ("ttl: 256\n", ["f.yaml:1:6: ttl: 256 is not a TTL (0-255)"]),
+        ("ttl: -1\n", ["f.yaml:1:6: ttl: -1 is not a TTL (0-255)"]),
+        # wrong types are named
+        ("port: eighty\n", ["f.yaml:1:7: port: 'eighty' is not a port (1-65535)"]),
+        ("port: true\n", ["f.yaml:1:7: port: 'true' is not a port (1-65535)"]),
+        ("ttl: 1.5\n", ["f.yaml:1:6: ttl: '1.5' is not a TTL (0-255)"]),
+        ("port: [1]\n", ["f.yaml:1:7: port: must be a single value, not a list"]),
+        ("log_datagrams: maybe\n", ["f.yaml:1:16: log_datagrams: 'maybe' is not true or false"]),
+        ("reply: loud\n", ["f.yaml:1:8: reply: 'loud' is not one of unicast, group, none"]),
+        ("interface: 'a b'\n", ["f.yaml:1:12: interface: 'a b' is not an interface name"]),
+        # not multicast
+        (
+            "groups:\n  - group: 10.0.0.1\n",
+            [
+                "f.yaml:2:12: groups[0].group: '10.0.0.1' is not a multicast address "
+                "(224.0.0.0/4 or ff00::/8)"
+            ],
+        ),
+        (
+            "groups: [fe80::1]\n",
+            [
+                "f.yaml:1:10: groups[0].group: 'fe80::1' is not a multicast address "
+                "(224.0.0.0/4 or ff00::/8)"
+            ],
+        ),
+        # unknown keys, with a hint
+        ("prot: 1\n", ["f.yaml:1:1: prot: unknown key (did you mean 'port'?)"]),
+        (
+            "groups:\n  - group: 239.0.0.9\n    tll: 2\n",
+            ["f.yaml:3:5: groups[0].tll: unknown key (did you mean 'ttl'?)"],
+        ),
+        ("colour: red\n", ["f.yaml:1:1: colour: unknown key"]),
+        # duplicates
+        (
+            "groups:\n  - group: 239.0.0.9\n  - group: 239.0.0.9\n",
+            ["f.yaml:3:5: groups[1]: 239.0.0.9 port 59259 is already served by groups[0]"],
+        ),
+        (
+            "groups:\n  - group: ff05::9\n    ports: [1, 2]\n  - group: FF05::0:9\n    port: 2\n",
+            ["f.yaml:4:5: groups[1]: ff05::9 port 2 is already served by groups[0]"],
+        ),
+        ("port: 1\nport: 2\n", ["f.yaml:2:1: port: is given twice"]),
+        # structure
+        ("groups: []\n", ["f.yaml:1:9: groups: is empty: there is nothing to serve"]),
+        ("groups: 239.0.0.9\n", ["f.yaml:1:9: groups: must be a list of groups"]),
+        ("- 1\n- 2\n", ["f.yaml:1:1: must be a mapping, not a list"]),
+        ("groups:\n  - port: 1\n", ["f.yaml:2:5: groups[0]: has no 'group'"]),
+        (
+            "groups:\n  - group: 239.0.0.9\n    port: 1\n    ports: [2]\n",
+            ["f.yaml:4:5: groups[0].ports: give either 'port' or 'ports'"],
+        ),
+        (
+            "groups:\n  - group: 239.0.0.9\n    interface: 'fe80::1'\n",
+            [
+                "f.yaml:3:16: groups[0].interface: fe80::1 is an IPv6 address "
+                "but 239.0.0.9 is an IPv4 group"
+            ],
+        ),
+        (
+            "port: !!python/object:os.system x\n",
+            [
+                "f.yaml:1:7: port: cannot be read: could not determine a constructor "
+                "for the tag 'tag:yaml.org,2002:python/object:os.system'"
+            ],
+        ),
+        # YAML syntax
+        (
+            "groups: [\n",
+            ["f.yaml:2:1: not valid YAML: expected the node content, but found '<stream end>'"],
+        ),
+        ("a: *nothing\n", ["f.yaml:1:4: not valid YAML: found undefined alias 'nothing'"]),
+    ],
+)
+def test_errors_are_one_line_each_with_line_and_column(text: str, expected: list[str]):
+    assert errors_of(text) == expected
+
+
+def test_every_error_of_a_file_is_reported_at_once():
+    text = "prot: 1\nttl: 300\ngroups:\n  - group: 1.2.3.4\n  - group: 239.0.0.9\n    port: 0\n"
+    assert errors_of(text) == [
+        "f.yaml:1:1: prot: unknown key (did you mean 'port'?)",
+        "f.yaml:2:6: ttl: 300 is not a TTL (0-255)",
+        "f.yaml:4:12: groups[0].group: '1.2.3.4' is not a multicast address "
+        "(224.0.0.0/4 or ff00::/8)",
+        "f.yaml:6:11: groups[1].port: 0 is not a port (1-65535)",
+    ]
+
+
+def test_empty_file_and_missing_groups_mean_the_default_groups():
+    assert parse("").endpoints() == built_in_defaults().endpoints()
+    assert [e.port for e in parse("port: 4000\n").endpoints()] == [4000, 4000]
+
+
+def test_yaml_words_for_no_mean_reply_none():
+    assert parse("reply: no\n").defaults.reply == "none"
+
+
+def test_select_uses_the_entry_or_the_top_level_defaults():
+    config = parse("ttl: 3\ngroups:\n  - group: 239.0.0.9\n    ttl: 7\n    ports: [1, 2]\n")
+    listed = select(config, ["239.0.0.9"])
+    assert [(e.port, e.ttl) for e in listed.endpoints()] == [(1, 7), (2, 7)]
+    unlisted = select(config, ["FF05::0009"])
+    assert unlisted.endpoints() == (Endpoint("ff05::9", 59259, 3, None, "unicast", True),)
+    with pytest.raises(ValueError, match="not a multicast address"):
+        select(config, ["192.0.2.1"])
+
+
+def test_resolve_path_order(tmp_path: Path):
+    assert resolve_path("a.yaml", {"MCASTD_CONFIG": "b.yaml"}) == "a.yaml"
+    assert resolve_path(None, {"MCASTD_CONFIG": "b.yaml"}) == "b.yaml"
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load(str(missing))
+    assert str(caught.value) == f"{missing}:1:1: cannot read: No such file or directory"
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(str(binary))
+
+
+def outcome(text: str, filename: str) -> Config | ConfigError:
+    try:
+        return parse(text, filename)
+    except ConfigError as e:
+        return e
+
+
+# -- property-based: whatever the document, parse gives a Config or a ConfigError -----------
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.sampled_from(["239.0.0.9", "ff05::9", "eth0", "unicast", "group", "none", "224.0.0.1"]),
+)
+keys = st.one_of(
+    st.sampled_from(
+        ["port", "ports", "ttl", "interface", "reply", "log_datagrams", "groups", "group"]
+    ),
+    st.text(max_size=8),
+)
+documents = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(documents)
+def test_any_yaml_document_gives_a_config_or_a_config_error(document: object):
+    result = outcome(yaml.safe_dump(document), "h.yaml")
+    if isinstance(result, ConfigError):
+        assert result.problems
+        assert all(str(p).startswith("h.yaml:") and "\n" not in str(p) for p in result.problems)
+    else:
+        assert isinstance(result, Config)
+        assert result.endpoints()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_gives_a_config_or_a_config_error(text: str):
+    result = outcome(text, "t.yaml")
+    assert isinstance(result, Config) or result.problems
