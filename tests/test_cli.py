@@ -1,0 +1,99 @@
+"""The command line as a user meets it: exit codes and one-line errors, never a traceback.
+
+Nothing here opens a multicast socket: those tests live in tests/net/.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mcastd import __version__
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def mcastd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mcastd", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=env,
+    )
+
+
+def test_version():
+    out = mcastd("--version")
+    assert out.returncode == 0
+    assert out.stdout == f"mcastd {__version__}\n"
+
+
+def test_help_on_every_subcommand_lists_exit_codes():
+    for command in ("run", "check", "say"):
+        out = mcastd(command, "--help")
+        assert out.returncode == 0
+        assert "78  the configuration file is invalid" in out.stdout
+
+
+def test_check_the_shipped_file():
+    out = mcastd("check", "--config", str(REPO / "etc" / "mcastd.yaml"))
+    assert out.returncode == 0
+    assert out.stdout.splitlines() == [
+        "239.0.0.9 port 59259: reply unicast, ttl 1, interface any, log_datagrams on",
+        "ff05::9 port 59259: reply unicast, ttl 1, interface any, log_datagrams on",
+        f"{REPO / 'etc' / 'mcastd.yaml'}: ok, 2 (group, port) to serve",
+    ]
+
+
+def test_check_with_group_shows_what_the_instance_would_serve(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("ttl: 5\ngroups: [239.0.0.9]\n")
+    out = mcastd("check", "--config", str(config), "--group", "239.0.0.77")
+    assert out.returncode == 0
+    assert out.stdout.splitlines()[0] == (
+        "239.0.0.77 port 59259: reply unicast, ttl 5, interface any, log_datagrams on"
+    )
+
+
+def test_bad_config_exits_78_with_one_line_per_error(tmp_path: Path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("ttl: 300\ngroups:\n  - group: 239.0.0.9\n    port: 70000\n")
+    for command in ("check", "run"):
+        out = mcastd(command, "--config", str(config))
+        assert out.returncode == 78
+        assert out.stderr.splitlines() == [
+            f"{config}:1:6: ttl: 300 is not a TTL (0-255)",
+            f"{config}:4:11: groups[0].port: 70000 is not a port (1-65535)",
+        ]
+
+
+def test_config_from_the_environment(tmp_path: Path):
+    config = tmp_path / "env.yaml"
+    config.write_text("port: 1\nport: 2\n")
+    out = mcastd("check", env={"MCASTD_CONFIG": str(config), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 78
+    assert out.stderr == f"{config}:2:1: port: is given twice\n"
+
+
+def test_missing_config_file_exits_78(tmp_path: Path):
+    out = mcastd("run", "--config", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 78
+    assert out.stderr == f"{tmp_path / 'nope.yaml'}:1:1: cannot read: No such file or directory\n"
+
+
+def test_bad_arguments_exit_2_with_a_clear_line():
+    for args, message in [
+        (("run", "--group", "10.0.0.1"), "'10.0.0.1' is not a multicast address"),
+        (("say", "--port", "0", "hi"), "'0' is not a port (1-65535)"),
+        (("say", "--ttl", "999", "hi"), "'999' is not a TTL (0-255)"),
+        (("say", "--wait", "soon", "hi"), "'soon' is not a number of seconds"),
+        (("say",), "the following arguments are required: MESSAGE"),
+        (("frobnicate",), "invalid choice: 'frobnicate'"),
+    ]:
+        out = mcastd(*args)
+        assert out.returncode == 2, args
+        assert message in out.stderr.splitlines()[-1]
+        assert "Traceback" not in out.stderr
