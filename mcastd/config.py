@@ -352,7 +352,7 @@ def parse(text: str, filename: str = "<config>") -> Config:
                     groups.append(found)
             _check_duplicates(checker, placed)
     if checker.problems:
-        raise ConfigError(checker.problems)
+        raise ConfigError(sorted(checker.problems, key=lambda p: (p.line, p.col)))
     return Config(filename, defaults, tuple(groups))
 
 
