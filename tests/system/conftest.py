@@ -1,0 +1,125 @@
+"""One booted systemd container per session, with the freshly built .deb installed.
+
+The tests in this directory run in file order against that one container and
+each leaves it in the state the next one expects (see test_debian_service.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.system.container import Container
+
+REPO = Path(__file__).resolve().parents[2]
+DEB_DIR = "/srv/mcastd-debs"  # inside the container; readable by apt's _apt user
+UPGRADE_SUFFIX = "+rebuild1"
+
+
+@dataclass(frozen=True)
+class Debs:
+    first: Path
+    upgrade: Path
+
+
+def _build(out: Path, *args: str) -> Path:
+    done = subprocess.run(
+        [str(REPO / "scripts" / "build-deb"), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"scripts/build-deb {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    (deb,) = out.glob("mcastd_*_all.deb")
+    return deb
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> Debs:
+    """The package as built from this tree, and the same rebuilt with a higher version."""
+    if os.geteuid() != 0:
+        pytest.fail("the system tests build a .deb and boot a container: run them as root")
+    first = _build(tmp_path_factory.mktemp("deb-first"))
+    upgrade = _build(tmp_path_factory.mktemp("deb-upgrade"), "--version-suffix", UPGRADE_SUFFIX)
+    return Debs(first, upgrade)
+
+
+def _setup_network(c: Container) -> None:
+    """IPv4 multicast on lo; IPv6 multicast on a veth pair made inside the container."""
+    c.run(["ip", "link", "set", "lo", "up"])
+    c.run(["ip", "route", "add", "224.0.0.0/4", "dev", "lo", "src", "127.0.0.1"])
+    c.run(["ip", "link", "add", "mc0", "type", "veth", "peer", "name", "mc1"])
+    for link in ("mc0", "mc1"):
+        # No duplicate address detection: link-local addresses usable at once.
+        c.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{link}.accept_dad=0"])
+        c.run(["ip", "link", "set", link, "up"])
+    links = c.run(["ip", "-o", "link", "show"]).stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    assert names == {"lo", "mc0", "mc1"}, f"unexpected links in the container: {names}"
+    wait_until(
+        lambda: "fe80" in c.run(["ip", "-6", "-o", "addr", "show", "dev", "mc0"]).stdout,
+        "a link-local address on mc0",
+    )
+
+
+@pytest.fixture(scope="session")
+def machine(debs: Debs) -> Iterator[Container]:
+    """The booted container with the first .deb installed by apt-get."""
+    if shutil.which("systemd-nspawn") is None:
+        pytest.fail("systemd-nspawn is missing: apt-get install systemd-container")
+    c = Container()
+    try:
+        c.start()
+        _setup_network(c)
+        # A Docker-style policy-rc.d (exit 101) in the host image would forbid the
+        # maintainer scripts to start or stop anything; a booted Debian host has none.
+        c.run(["rm", "-f", "/usr/sbin/policy-rc.d"])
+        c.run(["mkdir", "-p", DEB_DIR])
+        for deb in (debs.first, debs.upgrade):
+            c.write(f"{DEB_DIR}/{deb.name}", deb.read_bytes())
+        c.run(["chmod", "-R", "a+rX", DEB_DIR])
+        c.run(["apt-get", "install", "-y", f"{DEB_DIR}/{debs.first.name}"], timeout=120)
+        yield c
+    finally:
+        c.destroy()
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    """Poll until `predicate()` is true; the timeout only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+def show(c: Container, unit: str, *props: str) -> dict[str, str]:
+    """`systemctl show` properties of a unit as a dict."""
+    out = c.run(["systemctl", "show", unit, *(f"--property={p}" for p in props)]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def say(
+    c: Container, group: str, *words: str, port: int | None = None, wait: float = 1.0
+) -> subprocess.CompletedProcess[str]:
+    """`mcastd say` run inside the container; its exit status is not checked."""
+    argv = ["mcastd", "say", "--group", group, "--wait", str(wait)]
+    if port is not None:
+        argv += ["--port", str(port)]
+    return c.run([*argv, *words], check=False)
+
+
+def journal(c: Container, *match: str) -> list[dict[str, object]]:
+    """Journal entries of this boot matching `match` (e.g. `-u`, `UNIT`), as dicts."""
+    c.run(["journalctl", "--sync"], check=False)
+    out = c.run(["journalctl", "-b", "-o", "json", "--no-pager", *match]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
