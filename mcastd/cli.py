@@ -20,15 +20,19 @@ from mcastd.config import (
     resolve_path,
     select,
 )
+from mcastd.control import RUNTIME_ROOT, default_path
 from mcastd.errors import ConfigError, SocketSetupError
 from mcastd.journal import DAEMON_LOGGER, setup_detached_logging, setup_logging
+from mcastd.messages import MessageId
 from mcastd.notify import Notifier, watchdog_interval
 from mcastd.server import Server
+from mcastd.status import gather, only_groups, render_json, render_text
 
 # sysexits.h, as systemd units and init scripts expect them.
 EXIT_OK = 0
 EXIT_NO_REPLY = 1  # `say` heard nothing
 EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_NOT_RUNNING = 3  # `status`: no daemon answered (as `systemctl status` does)
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a socket could not be set up, or already running
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug in mcastd
 EXIT_CONFIG = 78  # EX_CONFIG: the configuration file is wrong
@@ -37,6 +41,7 @@ EXIT_CODES = """exit codes:
   0   success (for run: stopped by STOP, SIGTERM or SIGINT)
   1   say: no reply within --wait
   2   bad command line
+  3   status: no running mcastd found (or none serves the groups asked for)
   69  a group could not be bound or joined, or another copy holds the pidfile
   70  internal error (a bug: please report it)
   78  the configuration file is invalid"""
@@ -110,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"one of {', '.join(LOG_LEVELS)} (default: info)",
     )
     run.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="read-only status socket for `mcastd status` "
+        "(default: $RUNTIME_DIRECTORY/control.sock under systemd, else none)",
+    )
+    run.add_argument(
         "--detach",
         action="store_true",
         help="become a background daemon (for hosts without systemd)",
@@ -161,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to listen for replies (default: 1)",
     )
     say_cmd.add_argument("message", nargs="+", metavar="MESSAGE", help="the words to send")
+
+    status = commands.add_parser(
+        "status",
+        help="show what each running mcastd hears, per (group, port)",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable (docs/status.md)")
+    status.add_argument(
+        "--socket",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help=f"ask this control socket (repeatable; default: all under {RUNTIME_ROOT})",
+    )
+    status.add_argument("--runtime-dir", default=RUNTIME_ROOT, help=argparse.SUPPRESS)
+    status.add_argument("groups", nargs="*", type=group_argument, metavar="GROUP")
     return parser
 
 
@@ -201,22 +229,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         return report_config_error(e)
     setup_logging(args.log_level)
     log = logging.getLogger(DAEMON_LOGGER)
-    log.info("mcastd %s starting with %s", __version__, config.source)
+    log.info(
+        "mcastd %s starting with %s",
+        __version__,
+        config.source,
+        extra={"MESSAGE_ID": MessageId.STARTING.value},
+    )
     server = Server(
         config,
         Notifier(),
         reload_config=lambda: read_config(path, groups),
         watchdog_interval=watchdog_interval(),
+        control_path=args.control_socket or default_path(),
+        instance=f"mcastd@{','.join(groups)}" if groups else "mcastd",
     )
     if args.detach:
         return run_detached(server, args.pidfile, args.log_level)
-    try:
-        server.open()
-    except SocketSetupError as e:
-        log.error("%s", e)
+    if not open_sockets(server):
         return EXIT_UNAVAILABLE
     server.run()
     return EXIT_OK
+
+
+def open_sockets(server: Server) -> bool:
+    try:
+        server.open()
+    except SocketSetupError as e:
+        logging.getLogger(DAEMON_LOGGER).error(
+            "%s", e, extra={"MESSAGE_ID": MessageId.SETUP_FAILED.value}
+        )
+        return False
+    return True
 
 
 def run_detached(server: Server, pidfile_path: str, level: str) -> int:
@@ -231,13 +274,11 @@ def run_detached(server: Server, pidfile_path: str, level: str) -> int:
             fail(f"already running as pid {holder} (pidfile {pidfile_path})")
             return EXIT_UNAVAILABLE
         pidfile.break_lock()  # left behind by a copy that was killed
-    log = logging.getLogger(DAEMON_LOGGER)
-    try:
-        server.open()  # before forking, so that errors reach the operator's terminal
-    except SocketSetupError as e:
-        log.error("%s", e)
+    if not open_sockets(server):  # before forking, so that errors reach the terminal
         return EXIT_UNAVAILABLE
     sockets = [c.listener.sock for c in server.channels.values()]
+    if server.control is not None:
+        sockets.append(server.control.sock)
     context = daemon.DaemonContext(
         pidfile=pidfile, files_preserve=sockets, signal_map={}, umask=0o022
     )
@@ -280,7 +321,26 @@ def cmd_say(args: argparse.Namespace) -> int:
     return EXIT_OK if replies else EXIT_NO_REPLY
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "say": cmd_say}
+def cmd_status(args: argparse.Namespace) -> int:
+    documents, problems = gather(args.socket, args.runtime_dir)
+    for problem in problems:
+        fail(problem)
+    shown = only_groups(documents, args.groups)
+    if args.json:
+        print(render_json(shown))
+    elif shown:
+        print(render_text(shown))
+    if not documents:
+        if not problems:
+            fail("no running mcastd found")
+        return EXIT_NOT_RUNNING
+    if not shown:
+        fail(f"no running mcastd serves {', '.join(args.groups)}")
+        return EXIT_NOT_RUNNING
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "say": cmd_say, "status": cmd_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

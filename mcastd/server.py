@@ -1,13 +1,15 @@
 """The event loop: read datagrams, let `protocol.decide` choose, carry out its actions.
 
-One thread, one epoll selector over finished sockets from `net`, a self-pipe for signals.
-SIGTERM, SIGINT and an accepted STOP datagram set the one stop reason; one `finally` sends
-STOPPING=1, leaves the groups and closes the sockets. SIGHUP asks for a reload, done between
-batches: unchanged sockets stay open, so their datagrams wait in the kernel buffer meanwhile.
+One thread, one epoll selector over finished sockets from `net`, a self-pipe for signals and
+the read-only control socket. SIGTERM, SIGINT and an accepted STOP datagram set the one stop
+reason; one `finally` sends STOPPING=1, leaves the groups and closes the sockets. SIGHUP asks
+for a reload, done between batches: unchanged sockets stay open, so their datagrams wait in
+the kernel buffer meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -19,12 +21,14 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import NamedTuple
 
-from mcastd import net
+from mcastd import __version__, net
 from mcastd.config import Config, Endpoint
+from mcastd.control import ControlServer
 from mcastd.errors import ConfigError, SocketSetupError
 from mcastd.journal import DAEMON_LOGGER, LineBudget, group_logger
+from mcastd.messages import MessageId
 from mcastd.notify import Notifier
-from mcastd.protocol import RECEIVE_BUFFER, Drop, Heard, Reply, Stop, decide
+from mcastd.protocol import RECEIVE_BUFFER, Drop, DropReason, Heard, Reply, Stop, decide
 
 # Datagrams read from one socket before looking at signals, timers and other sockets again:
 # large enough to amortise the selector call, small enough to stop within a millisecond.
@@ -32,9 +36,13 @@ BATCH = 64
 # Longest text quoted in a per-datagram log line; the rest is summarised by its length.
 LOGGED_TEXT = 200
 LINES_PER_SECOND = 20
-STATUS_INTERVAL = 1.0
+# STATUS= and suppressed-line summaries at most this often.
+TICK_SECONDS = 1.0
 
 SEND_FAILED = "send_failed"
+RECEIVE_ERROR = "receive_error"
+DROP_REASONS = (*(r.value for r in DropReason), SEND_FAILED, RECEIVE_ERROR)
+STATUS_SCHEMA = 1
 
 
 @dataclass
@@ -78,7 +86,9 @@ class Channel:
         self.endpoint = endpoint
         self.log_heard = endpoint.log_datagrams and self.logger.isEnabledFor(logging.INFO)
 
-    def fields(self, source: tuple[str, int] | None = None) -> dict[str, object]:
+    def fields(
+        self, source: tuple[str, int] | None = None, message_id: MessageId | None = None
+    ) -> dict[str, object]:
         """Journal fields for a line about this channel (and a datagram's sender)."""
         extra: dict[str, object] = {
             "MCAST_GROUP": self.endpoint.group,
@@ -86,6 +96,8 @@ class Channel:
         }
         if source is not None:
             extra["MCAST_SOURCE"] = format_source(source)
+        if message_id is not None:
+            extra["MESSAGE_ID"] = message_id.value
         return extra
 
 
@@ -100,6 +112,10 @@ def quote(text: str) -> str:
     return f"{text[:LOGGED_TEXT]!r}... ({len(text)} characters)"
 
 
+def event(message_id: MessageId) -> dict[str, object]:
+    return {"MESSAGE_ID": message_id.value}
+
+
 ConfigLoader = Callable[[], Config]
 
 
@@ -112,30 +128,45 @@ class Server:
         notifier: Notifier,
         reload_config: ConfigLoader | None = None,
         watchdog_interval: float | None = None,
+        control_path: str | None = None,
+        instance: str = "mcastd",
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.notifier = notifier
         self.reload_config = reload_config
         self.watchdog_interval = watchdog_interval
+        self.control_path = control_path
+        self.instance = instance
         self.clock = clock
+        self.wall_clock = wall_clock
         self.log = logging.getLogger(DAEMON_LOGGER)
         self.channels: dict[tuple[str, int], Channel] = {}
+        self.control: ControlServer | None = None
         self.stop_reason: str | None = None
         self.reload_requested = False
         self.buffer_size = RECEIVE_BUFFER
         self.last_status = ""
+        self.started = clock()
+        self.last_reload: dict[str, object] | None = None
 
     # -- start and stop ---------------------------------------------------------------------
 
     def open(self) -> None:
         """Bind and join every endpoint, or none (raises SocketSetupError)."""
-        listeners = net.open_all(self.config.endpoints())
-        endpoints = {e.key: e for e in self.config.endpoints()}
-        for key, listener in listeners.items():
-            channel = Channel(endpoints[key], listener)
-            self.channels[key] = channel
+        endpoints = self.config.endpoints()
+        listeners = net.open_all(endpoints)
+        for endpoint in endpoints:
+            channel = Channel(endpoint, listeners[endpoint.key])
+            self.channels[endpoint.key] = channel
             self.log_joined(channel)
+        if self.control_path is not None:
+            try:
+                self.control = ControlServer(self.control_path, self.snapshot)
+            except SocketSetupError as e:
+                # Serving the groups matters more than being able to show their counters.
+                self.log.error("%s; `mcastd status` will not see this daemon", e)
 
     def log_joined(self, channel: Channel) -> None:
         e = channel.endpoint
@@ -145,7 +176,17 @@ class Server:
             e.interface or "the kernel's choice of interface",
             e.reply,
             e.ttl,
-            extra=channel.fields(),
+            extra=channel.fields(message_id=MessageId.GROUP_JOINED),
+        )
+
+    def close_channel(self, channel: Channel) -> None:
+        self.flush_suppressed(channel, float("inf"))
+        net.close_listener(channel.listener)
+        channel.logger.info(
+            "%s left: %s",
+            channel.name,
+            channel.counters.summary(),
+            extra=channel.fields(message_id=MessageId.GROUP_LEFT),
         )
 
     def request_stop(self, reason: str) -> None:
@@ -162,20 +203,21 @@ class Server:
             selector.register(wake_read, selectors.EVENT_READ, None)
             for channel in self.channels.values():
                 selector.register(channel.listener.sock, selectors.EVENT_READ, channel)
+            if self.control is not None:
+                selector.register(self.control.sock, selectors.EVENT_READ, self.control)
             self.last_status = self.status_line()
             self.notifier.ready(self.last_status)
-            self.log.info("ready: %s", self.last_status)
+            self.log.info("ready: %s", self.last_status, extra=event(MessageId.READY))
             self._loop(selector, wake_read)
         finally:
             reason = self.stop_reason or "error"
             self.notifier.stopping(f"stopping: {reason}")
-            self.log.info("stopping: %s", reason)
+            self.log.info("stopping: %s", reason, extra=event(MessageId.SHUTDOWN))
             for channel in self.channels.values():
-                channel.logger.info(
-                    "%s left: %s", channel.name, channel.counters.summary(), extra=channel.fields()
-                )
-                net.close_listener(channel.listener)
+                self.close_channel(channel)
             self.channels.clear()
+            if self.control is not None:
+                self.control.close(selector)
             selector.close()
             restore_signals(previous)
             os.close(wake_read)
@@ -201,34 +243,36 @@ class Server:
         clock = self.clock
         now = clock()
         next_watchdog = now
-        next_status = now + STATUS_INTERVAL
+        next_tick = now + TICK_SECONDS
         while self.stop_reason is None:
             if self.watchdog_interval is not None and now >= next_watchdog:
+                # Sent from the loop itself, so a loop that hangs is restarted by systemd.
                 self.notifier.watchdog()
                 next_watchdog = now + self.watchdog_interval
-            timeout = next_status - now
+            timeout = next_tick - now
             if self.watchdog_interval is not None:
                 timeout = min(timeout, next_watchdog - now)
-            for key, _ in select(max(timeout, 0.0)):
-                channel = key.data
-                if channel is None:
+            for key, events in select(max(timeout, 0.0)):
+                data = key.data
+                if data.__class__ is Channel:
+                    self.serve(data, now)
+                elif data is None:
                     _drain(wake_read)
                 else:
-                    self.serve(channel, now)
+                    data.handle(selector, events, now)
                 if self.stop_reason is not None:
                     return
             now = clock()
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload(selector)
-            if now >= next_status:
-                self.tick(now)
-                next_status = now + STATUS_INTERVAL
+            if now >= next_tick:
+                self.tick(selector, now)
+                next_tick = now + TICK_SECONDS
 
     def serve(self, channel: Channel, now: float) -> None:
         """Handle up to BATCH datagrams waiting on one socket."""
-        sock = channel.listener.sock
-        recvfrom = sock.recvfrom
+        recvfrom = channel.listener.sock.recvfrom
         counters = channel.counters
         endpoint = channel.endpoint
         group, port, reply = endpoint.group, endpoint.port, endpoint.reply
@@ -239,8 +283,8 @@ class Server:
             except BlockingIOError:
                 return
             except OSError as e:
-                # A pending ICMP error or similar: reported once, the socket stays in service.
-                counters.dropped["receive_error"] += 1
+                # A pending ICMP error or similar: counted, the socket stays in service.
+                counters.dropped[RECEIVE_ERROR] += 1
                 channel.logger.warning("%s: receive failed: %s", channel.name, e.strerror)
                 return
             counters.received += 1
@@ -248,9 +292,9 @@ class Server:
             counters.last_source = source
             counters.last_heard = now
             for action in decide(payload, source, group, port, reply, now):
-                kind = type(action)
+                kind = action.__class__
                 if kind is Reply:
-                    self._send(channel, action)  # type: ignore[arg-type]
+                    self._send(channel, action, now)  # type: ignore[arg-type]
                 elif kind is Heard:
                     if reply == "none":
                         counters.listened += 1
@@ -265,17 +309,23 @@ class Server:
                 elif kind is Drop:
                     counters.dropped[action.reason.value] += 1  # type: ignore[union-attr]
                 elif kind is Stop:
+                    channel.logger.warning(
+                        "%s: STOP from %s accepted",
+                        channel.name,
+                        format_source(source),
+                        extra=channel.fields(source, MessageId.STOP_ACCEPTED),
+                    )
                     self.request_stop(f"STOP from {format_source(source)} on {channel.name}")
                     return
 
-    def _send(self, channel: Channel, reply: Reply) -> None:
+    def _send(self, channel: Channel, reply: Reply, now: float) -> None:
         counters = channel.counters
         try:
             channel.listener.sock.sendto(reply.data, reply.destination)
         except OSError as e:
             # Full send buffer, unreachable sender, firewall: this reply is lost, not the daemon.
             counters.dropped[SEND_FAILED] += 1
-            if channel.budget.take(self.clock()):
+            if channel.budget.take(now):
                 channel.logger.warning(
                     "%s: reply to %s failed: %s",
                     channel.name,
@@ -287,22 +337,27 @@ class Server:
         counters.answered += 1
         counters.bytes_out += len(reply.data)
 
-    def tick(self, now: float) -> None:
-        """Once a second: summarise suppressed log lines, refresh STATUS= if it changed."""
+    def tick(self, selector: selectors.BaseSelector, now: float) -> None:
+        """Once a second: summarise suppressed lines, refresh STATUS=, cut off slow clients."""
         for channel in self.channels.values():
-            held_back = channel.budget.take_suppressed(now)
-            if held_back:
-                channel.counters.suppressed_lines += held_back
-                channel.logger.info(
-                    "%s: %d more datagram lines suppressed",
-                    channel.name,
-                    held_back,
-                    extra=channel.fields(),
-                )
+            self.flush_suppressed(channel, now)
         status = self.status_line()
         if status != self.last_status:
             self.last_status = status
             self.notifier.status(status)
+        if self.control is not None:
+            self.control.expire(selector, now)
+
+    def flush_suppressed(self, channel: Channel, now: float) -> None:
+        held_back = channel.budget.take_suppressed(now)
+        if held_back:
+            channel.counters.suppressed_lines += held_back
+            channel.logger.info(
+                "%s: %d more datagram lines suppressed",
+                channel.name,
+                held_back,
+                extra=channel.fields(),
+            )
 
     def status_line(self) -> str:
         received = answered = dropped = 0
@@ -317,6 +372,48 @@ class Server:
             f"{answered} answered, {dropped} dropped"
         )
 
+    def snapshot(self) -> dict[str, object]:
+        """Everything `mcastd status` shows, as JSON-ready data (schema in docs/status.md)."""
+        now, wall = self.clock(), self.wall_clock()
+
+        def wall_time(moment: float | None) -> float | None:
+            return None if moment is None else round(wall - (now - moment), 3)
+
+        endpoints = []
+        for channel in self.channels.values():
+            c, e = channel.counters, channel.endpoint
+            pending = channel.budget.suppressed
+            endpoints.append(
+                {
+                    "group": e.group,
+                    "port": e.port,
+                    "interface": e.interface,
+                    "reply": e.reply,
+                    "ttl": e.ttl,
+                    "received": c.received,
+                    "answered": c.answered,
+                    "listened": c.listened,
+                    "dropped": {reason: c.dropped[reason] for reason in DROP_REASONS},
+                    "suppressed_lines": c.suppressed_lines + pending,
+                    "bytes_in": c.bytes_in,
+                    "bytes_out": c.bytes_out,
+                    "last_source": None if c.last_source is None else format_source(c.last_source),
+                    "last_heard": wall_time(c.last_heard),
+                }
+            )
+        return {
+            "schema": STATUS_SCHEMA,
+            "instance": self.instance,
+            "version": __version__,
+            "pid": os.getpid(),
+            "config": self.config.source,
+            "started": wall_time(self.started),
+            "uptime": round(now - self.started, 3),
+            "status": self.status_line(),
+            "last_reload": self.last_reload,
+            "endpoints": endpoints,
+        }
+
     # -- reload -----------------------------------------------------------------------------
 
     def reload(self, selector: selectors.BaseSelector) -> None:
@@ -328,31 +425,34 @@ class Server:
         try:
             new = self.reload_config()
         except ConfigError as e:
+            failed = event(MessageId.RELOAD_FAILED)
             for problem in e.problems:
-                self.log.error("reload failed: %s", problem)
-            self.log.error("reload failed: still serving the previous configuration")
+                self.log.error("reload failed: %s", problem, extra=failed)
+            self.log.error("reload failed: still serving the previous configuration", extra=failed)
+            self.last_reload = self._reload_record([str(p) for p in e.problems])
             self.notifier.ready(f"reload failed; {self.status_line()}")
             return
         wanted = {e.key: e for e in new.endpoints()}
         for key in [k for k in self.channels if k not in wanted]:
             channel = self.channels.pop(key)
             selector.unregister(channel.listener.sock)
-            net.close_listener(channel.listener)
-            channel.logger.info(
-                "%s left: %s", channel.name, channel.counters.summary(), extra=channel.fields()
-            )
-        failures = 0
+            self.close_channel(channel)
+        errors = []
         for key, endpoint in wanted.items():
             try:
                 self._apply(selector, key, endpoint)
             except SocketSetupError as e:
-                failures += 1
-                self.log.error("reload: %s", e)
+                errors.append(str(e))
+                self.log.error("reload: %s", e, extra=event(MessageId.RELOAD_FAILED))
         self.config = new
-        outcome = f"with {failures} error(s)" if failures else "ok"
-        self.log.info("reloaded %s: %s", new.source, outcome)
+        self.last_reload = self._reload_record(errors)
+        outcome = f"with {len(errors)} error(s)" if errors else "ok"
+        self.log.info("reloaded %s: %s", new.source, outcome, extra=event(MessageId.RELOAD_OK))
         self.last_status = self.status_line()
         self.notifier.ready(self.last_status)
+
+    def _reload_record(self, errors: list[str]) -> dict[str, object]:
+        return {"time": round(self.wall_clock(), 3), "ok": not errors, "errors": errors}
 
     def _apply(
         self, selector: selectors.BaseSelector, key: tuple[str, int], endpoint: Endpoint
@@ -402,8 +502,6 @@ def restore_signals(saved: SavedSignals) -> None:
 
 
 def _drain(fd: int) -> None:
-    try:
+    with contextlib.suppress(BlockingIOError):
         while os.read(fd, 512):
             pass
-    except BlockingIOError:
-        pass

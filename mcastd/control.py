@@ -1,0 +1,203 @@
+"""The read-only control socket: `status` in, one JSON document out.
+
+The daemon side is served from the event loop without ever blocking it: connections are
+non-blocking, requests are one short line, replies are written as the client reads them, and
+a client that dawdles is cut off. Nothing a client can send changes the daemon's state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import selectors
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from mcastd.errors import SocketSetupError, strerror
+
+# The request is one line; anything longer than this is not a request of ours.
+MAX_REQUEST = 256
+# A client gets this long to send its request and read the answer.
+CLIENT_SECONDS = 5.0
+# Root and the socket's group may connect (the group is `mcastd` under the shipped units).
+SOCKET_MODE = 0o660
+MAX_CLIENTS = 16
+MAX_DISCARD = 1 << 16
+SOCKET_NAME = "control.sock"
+RUNTIME_ROOT = "/run/mcastd"
+
+Snapshot = Callable[[], dict[str, object]]
+
+
+def error_reply(message: str) -> bytes:
+    return json.dumps({"error": message}).encode() + b"\n"
+
+
+def answer(request: bytes, snapshot: Snapshot) -> bytes:
+    """The reply to one request line (pure apart from calling `snapshot`)."""
+    words = request.decode("utf-8", errors="replace").split()
+    if words == ["status"]:
+        return json.dumps(snapshot(), sort_keys=True).encode() + b"\n"
+    shown = " ".join(words)[:40]
+    return error_reply(f"unknown request {shown!r}; the only request is 'status'")
+
+
+class Connection:
+    """One client: collects its request line, then writes the reply."""
+
+    __slots__ = ("deadline", "inbox", "outbox", "server", "sock")
+
+    def __init__(self, server: ControlServer, sock: socket.socket, now: float) -> None:
+        self.server = server
+        self.sock = sock
+        self.deadline = now + CLIENT_SECONDS
+        self.inbox = b""
+        self.outbox = b""
+
+    def handle(self, selector: selectors.BaseSelector, events: int, now: float) -> None:
+        try:
+            if events & selectors.EVENT_READ and not self.outbox:
+                self._read(selector)
+            elif events & selectors.EVENT_WRITE:
+                self._write(selector)
+        except OSError:
+            self.close(selector)  # the client went away: nothing more to do for it
+
+    def _read(self, selector: selectors.BaseSelector) -> None:
+        data = self.sock.recv(MAX_REQUEST + 1)
+        if not data:
+            self.close(selector)
+            return
+        self.inbox += data
+        if b"\n" in self.inbox:
+            self._reply(selector, answer(self.inbox.split(b"\n", 1)[0], self.server.snapshot))
+        elif len(self.inbox) > MAX_REQUEST:
+            self._reply(selector, error_reply(f"request longer than {MAX_REQUEST} bytes"))
+
+    def _reply(self, selector: selectors.BaseSelector, data: bytes) -> None:
+        self.outbox = data
+        selector.modify(self.sock, selectors.EVENT_WRITE, self)
+        self._write(selector)
+
+    def _write(self, selector: selectors.BaseSelector) -> None:
+        try:
+            sent = self.sock.send(self.outbox)
+        except BlockingIOError:
+            return
+        self.outbox = self.outbox[sent:]
+        if not self.outbox:
+            # Read what the client sent past its request: closing a Unix stream socket with
+            # unread data resets the connection, and the client would lose our reply.
+            with contextlib.suppress(OSError):
+                self.sock.recv(MAX_DISCARD)
+            self.close(selector)
+
+    def close(self, selector: selectors.BaseSelector) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(self.sock)
+        self.sock.close()
+        self.server.clients.discard(self)
+
+
+class ControlServer:
+    """The listening control socket at `path`; register it with the loop's selector."""
+
+    def __init__(self, path: str, snapshot: Snapshot) -> None:
+        self.path = path
+        self.snapshot = snapshot
+        self.clients: set[Connection] = set()
+        self.sock = self._bind()
+
+    def _bind(self) -> socket.socket:
+        _remove_stale(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(self.path)
+            os.chmod(self.path, SOCKET_MODE)
+            sock.listen(MAX_CLIENTS)
+        except OSError as e:
+            sock.close()
+            code = e.errno or errno.EINVAL
+            raise SocketSetupError(f"control socket {self.path}", code, strerror(code)) from e
+        return sock
+
+    def handle(self, selector: selectors.BaseSelector, events: int, now: float) -> None:
+        """Accept waiting clients (more than MAX_CLIENTS at once are turned away)."""
+        while True:
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, ConnectionAbortedError):
+                return
+            except OSError:
+                return  # out of descriptors: the kernel keeps them queued until next time
+            if len(self.clients) >= MAX_CLIENTS:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            client = Connection(self, sock, now)
+            self.clients.add(client)
+            selector.register(sock, selectors.EVENT_READ, client)
+
+    def expire(self, selector: selectors.BaseSelector, now: float) -> None:
+        for client in [c for c in self.clients if c.deadline <= now]:
+            client.close(selector)
+
+    def close(self, selector: selectors.BaseSelector) -> None:
+        for client in list(self.clients):
+            client.close(selector)
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(self.sock)
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def _remove_stale(path: str) -> None:
+    """Remove a socket file left by a daemon that died; refuse to steal a live one."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+        return
+    except OSError:
+        return  # not a socket, or not ours to judge: bind() will say what is wrong
+    finally:
+        probe.close()
+    raise SocketSetupError(f"control socket {path}", errno.EADDRINUSE, "another mcastd serves it")
+
+
+def default_path(environ: dict[str, str] | os._Environ[str] | None = None) -> str | None:
+    """$RUNTIME_DIRECTORY/control.sock under systemd (RuntimeDirectory=), else None."""
+    env = os.environ if environ is None else environ
+    runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return os.path.join(runtime, SOCKET_NAME) if runtime else None
+
+
+def find_sockets(root: str = RUNTIME_ROOT) -> list[Path]:
+    """Every instance's control socket: one runtime directory per unit under /run/mcastd."""
+    base = Path(root)
+    return sorted({*base.glob(f"*/{SOCKET_NAME}"), *base.glob("*.sock")})
+
+
+def query(path: str | Path, timeout: float = 2.0) -> dict[str, object]:
+    """Ask one daemon for its status. Raises OSError, or ValueError for a bad answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(b"status\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    document = json.loads(b"".join(chunks))
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    if "error" in document:
+        raise ValueError(str(document["error"]))
+    return document

@@ -1,0 +1,127 @@
+"""`mcastd status`: gather every running daemon's snapshot and render it for people or JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mcastd.control import find_sockets, query
+
+Document = dict[str, Any]
+
+
+def gather(sockets: Sequence[str], runtime_root: str) -> tuple[list[Document], list[str]]:
+    """Snapshots of the daemons at `sockets` (or all found under runtime_root), and problems."""
+    paths = [Path(s) for s in sockets] if sockets else find_sockets(runtime_root)
+    found: list[Document] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            document = query(path)
+        except (OSError, ValueError) as e:
+            if sockets:  # named by the operator: say why it did not answer
+                problems.append(f"{path}: {getattr(e, 'strerror', None) or e}")
+            continue  # found by globbing: a daemon that just stopped, not a problem
+        document["socket"] = str(path)
+        found.append(document)
+    return found, problems
+
+
+def only_groups(documents: Iterable[Document], groups: Sequence[str]) -> list[Document]:
+    """The documents with only the endpoints of `groups` (all of them when groups is empty)."""
+    if not groups:
+        return list(documents)
+    kept = []
+    for document in documents:
+        endpoints = [e for e in document["endpoints"] if e["group"] in groups]
+        if endpoints:
+            kept.append({**document, "endpoints": endpoints})
+    return kept
+
+
+def render_json(documents: list[Document]) -> str:
+    return json.dumps({"schema": 1, "daemons": documents}, indent=2, sort_keys=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{seconds}s"
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count}{unit}" if unit == "B" else f"{count:.1f}{unit}"
+        count /= 1024  # type: ignore[assignment]
+    return str(count)
+
+
+def _when(moment: float | None, now: float) -> str:
+    if moment is None:
+        return "never"
+    return f"{_duration(max(now - moment, 0))} ago"
+
+
+def render_text(documents: list[Document], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    lines: list[str] = []
+    for d in documents:
+        reload = d.get("last_reload")
+        if reload is None:
+            reloaded = "never reloaded"
+        else:
+            outcome = "ok" if reload["ok"] else f"FAILED ({len(reload['errors'])} errors)"
+            reloaded = f"reloaded {_when(reload['time'], now)}: {outcome}"
+        lines.append(
+            f"{d['instance']} (pid {d['pid']}, mcastd {d['version']}): "
+            f"up {_duration(d['uptime'])}, config {d['config']}, {reloaded}"
+        )
+        lines.append(f"  {d['status']}")
+        header = ("GROUP:PORT", "RECEIVED", "ANSWERED", "DROPPED", "IN/OUT", "LAST SENDER", "HEARD")
+        rows = [header]
+        details = []
+        for e in d["endpoints"]:
+            name = (
+                f"[{e['group']}]:{e['port']}" if ":" in e["group"] else f"{e['group']}:{e['port']}"
+            )
+            dropped = {k: v for k, v in e["dropped"].items() if v}
+            rows.append(
+                (
+                    name,
+                    str(e["received"]),
+                    str(e["answered"]),
+                    str(sum(dropped.values())),
+                    f"{_size(e['bytes_in'])}/{_size(e['bytes_out'])}",
+                    e["last_source"] or "-",
+                    _when(e["last_heard"], now),
+                )
+            )
+            notes = [f"{n} {reason}" for reason, n in sorted(dropped.items())]
+            if e["listened"]:
+                notes.append(f"{e['listened']} listened (reply: none)")
+            if e["suppressed_lines"]:
+                notes.append(f"{e['suppressed_lines']} log lines suppressed")
+            details.append(f"    {name}: {', '.join(notes)}" if notes else "")
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        for i, row in enumerate(rows):
+            cells = [
+                cell.rjust(width) if 1 <= column <= 3 else cell.ljust(width)
+                for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ]
+            lines.append("  " + "  ".join(cells).rstrip())
+            if i and details[i - 1]:
+                lines.append(details[i - 1])
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
