@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from mcastd import __version__
@@ -15,8 +16,10 @@ from mcastd.config import (
     DEFAULT_PORT,
     Config,
     Endpoint,
+    Settings,
     canonical_group,
     load,
+    read_key,
     resolve_path,
     select,
 )
@@ -27,6 +30,7 @@ from mcastd.messages import MessageId
 from mcastd.notify import Notifier, watchdog_interval
 from mcastd.server import Server
 from mcastd.status import gather, only_groups, render_json, render_text
+from mcastd.stopauth import sign
 
 # sysexits.h, as systemd units and init scripts expect them.
 EXIT_OK = 0
@@ -171,7 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to listen for replies (default: 1)",
     )
-    say_cmd.add_argument("message", nargs="+", metavar="MESSAGE", help="the words to send")
+    say_cmd.add_argument(
+        "--stop",
+        action="store_true",
+        help="send STOP (instead of MESSAGE); authenticated when --key-file is given",
+    )
+    say_cmd.add_argument(
+        "--key-file", metavar="FILE", help="with --stop: the key named by the group's stop.key_file"
+    )
+    say_cmd.add_argument("message", nargs="*", metavar="MESSAGE", help="the words to send")
 
     status = commands.add_parser(
         "status",
@@ -306,8 +318,22 @@ def _alive(pid: int) -> bool:
 
 
 def cmd_say(args: argparse.Namespace) -> int:
-    endpoint = Endpoint(args.group, args.port, args.ttl, args.interface, "unicast", False)
-    message = " ".join(args.message).encode("utf-8", errors="surrogateescape")
+    settings = Settings(ttl=args.ttl, interface=args.interface)
+    endpoint = Endpoint(args.group, args.port, settings)
+    if args.stop and args.key_file:
+        try:
+            key = read_key(args.key_file)
+        except ConfigError as e:
+            fail(str(e))
+            return EXIT_CONFIG
+        message = sign(key, args.group, args.port, int(time.time())).encode()
+    elif args.stop:
+        message = b"STOP"
+    elif args.message:
+        message = " ".join(args.message).encode("utf-8", errors="surrogateescape")
+    else:
+        fail("say: give a MESSAGE, or --stop")
+        return EXIT_USAGE
     replies = 0
     try:
         for sender, data in say(endpoint, message, args.wait):

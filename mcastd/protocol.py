@@ -4,14 +4,20 @@ Wire-compatible with the HEAR server of upstream `multicast` 2.1.1: the reply to
 datagram is `HEAR [ {TEXT.upper()} SAID ('{ip}', {port}) ] from {group}`, the payload is
 neither stripped nor normalised, and an empty datagram is answered. Unlike upstream, only a
 datagram whose whole text (stripped) is `STOP` stops the server: `NONSTOP` or `BUS STOP` do not.
+
+`decide` is the stateless core. `Responder` adds the defences of one (group, port), each with
+the state it needs and the time passed in: who may send, who may STOP (and authenticated
+STOP), per-source and global reply rates.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import NamedTuple
 
-from mcastd.config import ReplyMode
+from mcastd.config import Endpoint, Network, ReplyMode
+from mcastd.stopauth import ReplayGuard, StopRefusal, looks_signed
 
 # The largest UDP payload: 65,535 minus the UDP header (8) and, for IPv4, the IP header (20).
 # IPv6's 40-byte header is not counted in its payload length.
@@ -24,6 +30,10 @@ STOP_WORD = "STOP"
 # Every reply starts with this; in `reply: group` mode a datagram that does is another
 # responder's reply (or our own, looped back) and answering it would never end.
 REPLY_PREFIX = b"HEAR [ "
+# A refused STOP is logged at most once a minute per source address.
+REFUSAL_LOG_SECONDS = 60.0
+# Memory bounds against floods from many (spoofed) sources.
+MAX_TRACKED_SOURCES = 65_536
 
 
 class DropReason(StrEnum):
@@ -31,7 +41,11 @@ class DropReason(StrEnum):
 
     NOT_UTF8 = "not_utf8"
     REPLY_TOO_LARGE = "reply_too_large"
+    AMPLIFYING = "amplifying"
     ECHO = "echo"
+    NOT_ALLOWED = "not_allowed"
+    RATE_LIMITED = "rate_limited"
+    STOP_REFUSED = "stop_refused"
 
 
 class Heard(NamedTuple):
@@ -59,7 +73,14 @@ class Drop(NamedTuple):
     reason: DropReason
 
 
-Action = Heard | Reply | Stop | Drop
+class Refused(NamedTuple):
+    """A STOP that does not stop; count it, and log it when `log` is set."""
+
+    reason: StopRefusal
+    log: bool
+
+
+Action = Heard | Reply | Stop | Drop | Refused
 
 
 def is_stop(text: str) -> bool:
@@ -80,12 +101,12 @@ def decide(
     reply: ReplyMode,
     now: float,
 ) -> tuple[Action, ...]:
-    """What to do with one datagram heard on (group, port) from `source` at time `now`.
+    """What HEAR does with one datagram heard on (group, port) from `source`, no defences.
 
     `source` is the sender as the socket reports it; only its address and port are used.
-    `now` (monotonic seconds) is where time-based rules such as rate limits hook in.
+    `now` (monotonic seconds) is unused by the bare protocol; Responder's rules use it.
     """
-    del now  # no rule of the HEAR protocol depends on time yet
+    del now
     if reply == "group" and payload.startswith(REPLY_PREFIX):
         return (Drop(DropReason.ECHO),)
     try:
@@ -97,12 +118,188 @@ def decide(
     if reply == "none":
         return (heard, Stop(source)) if stop else (heard,)
     data = reply_text(text, source, group).encode("utf-8")
-    limit = MAX_PAYLOAD_IPV6 if ":" in group else MAX_PAYLOAD_IPV4
-    if len(data) > limit:
-        # Upper-casing can make text longer (e.g. U+0149 becomes two letters); a reply that
-        # no UDP datagram can carry is not sent.
-        answer: Action = Drop(DropReason.REPLY_TOO_LARGE)
+    answer: Action
+    if len(data) > len(payload) + len(reply_text("", source, group)):
+        # Upper-casing can make text longer (U+0149 becomes two letters, 3 bytes from 2): a
+        # reply is never larger than the request plus the fixed HEAR text, so it cannot be
+        # used to amplify traffic towards a forged source.
+        answer = Drop(DropReason.AMPLIFYING)
+    elif len(data) > (MAX_PAYLOAD_IPV6 if ":" in group else MAX_PAYLOAD_IPV4):
+        answer = Drop(DropReason.REPLY_TOO_LARGE)  # no UDP datagram can carry it
     else:
         destination = (group, port) if reply == "group" else (source[0], source[1])
         answer = Reply(data, destination)
     return (heard, answer, Stop(source)) if stop else (heard, answer)
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up; pure (the caller passes `now`)."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return True
+        self.tokens = tokens
+        return False
+
+    def full(self, now: float) -> bool:
+        return self.tokens + (now - self.stamp) * self.rate >= self.burst
+
+
+class SourceLimiter:
+    """One token bucket per source address, forgetting sources whose bucket is full again.
+
+    Keyed by address, not port: a flood from one (possibly forged) host varies its ports.
+    When more than MAX_TRACKED_SOURCES are being limited at once, newcomers share one bucket.
+    """
+
+    __slots__ = ("buckets", "burst", "overflow", "rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.buckets: dict[str, TokenBucket] = {}
+        self.overflow: TokenBucket | None = None
+
+    def allow(self, address: str, now: float) -> bool:
+        bucket = self.buckets.get(address)
+        if bucket is None:
+            if len(self.buckets) >= MAX_TRACKED_SOURCES:
+                self.prune(now)
+            if len(self.buckets) >= MAX_TRACKED_SOURCES:
+                if self.overflow is None:
+                    self.overflow = TokenBucket(self.rate, self.burst, now)
+                return self.overflow.take(now)
+            bucket = self.buckets[address] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(now)
+
+    def prune(self, now: float) -> None:
+        """Forget sources that could send a full burst again: they need no state."""
+        self.buckets = {a: b for a, b in self.buckets.items() if not b.full(now)}
+
+
+class AddressFilter:
+    """Membership of source addresses in a list of networks, cached per address."""
+
+    __slots__ = ("cache", "networks")
+
+    def __init__(self, networks: tuple[Network, ...]) -> None:
+        self.networks = networks
+        self.cache: dict[str, bool] = {}
+
+    def __contains__(self, address: str) -> bool:
+        known = self.cache.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address.split("%", 1)[0])
+            except ValueError:
+                known = False
+            else:
+                mapped = getattr(ip, "ipv4_mapped", None)
+                ip = mapped or ip
+                known = any(ip in n for n in self.networks if n.version == ip.version)
+            if len(self.cache) >= MAX_TRACKED_SOURCES:
+                self.cache.clear()
+            self.cache[address] = known
+        return known
+
+
+class Responder:
+    """The protocol for one (group, port) with its defences; `decide` for each datagram."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        key: bytes | None = None,
+        total: TokenBucket | None = None,
+    ) -> None:
+        s = endpoint.settings
+        self.group = endpoint.group
+        self.port = endpoint.port
+        self.reply: ReplyMode = s.reply
+        self.allowed = AddressFilter(s.allow_from) if s.allow_from is not None else None
+        self.limiter = SourceLimiter(s.reply_rate, s.reply_burst) if s.reply_rate > 0 else None
+        self.total = total
+        self.stop = s.stop
+        self.stop_allowed = (
+            AddressFilter(s.stop.allow_from) if s.stop.allow_from is not None else None
+        )
+        self.guard = ReplayGuard(key, s.stop.replay_window) if key is not None else None
+        self.judges_stop = (
+            self.guard is not None or not s.stop.enabled or self.stop_allowed is not None
+        )
+        self.refusals_logged: dict[str, float] = {}
+
+    def decide(
+        self, payload: bytes, source: tuple[str, int], now: float, wall: float
+    ) -> tuple[Action, ...]:
+        """Actions for one datagram; `now` is monotonic seconds, `wall` unix time."""
+        address = source[0]
+        if self.allowed is not None and address not in self.allowed:
+            return (Drop(DropReason.NOT_ALLOWED),)
+        actions = decide(payload, source, self.group, self.port, self.reply, now)
+        heard = actions[0]
+        if heard.__class__ is not Heard:
+            return actions  # dropped before it was read as text
+        text: str = heard.text
+        if self.judges_stop and self._stop_requested(text):
+            actions = self._judge_stop(actions, text, source, wall)
+        if len(actions) > 1 and actions[1].__class__ is Reply and not self._may_reply(address, now):
+            actions = (heard, Drop(DropReason.RATE_LIMITED), *actions[2:])
+        return actions
+
+    def _stop_requested(self, text: str) -> bool:
+        return is_stop(text) or (self.guard is not None and looks_signed(text))
+
+    def _judge_stop(
+        self, actions: tuple[Action, ...], text: str, source: tuple[str, int], wall: float
+    ) -> tuple[Action, ...]:
+        reason: StopRefusal | None
+        if not self.stop.enabled:
+            reason = StopRefusal.DISABLED
+        elif self.stop_allowed is not None and source[0] not in self.stop_allowed:
+            reason = StopRefusal.NOT_ALLOWED
+        elif self.guard is None:
+            reason = None
+        elif is_stop(text):
+            reason = StopRefusal.UNAUTHENTICATED
+        else:
+            reason = self.guard.check(text, self.group, self.port, wall)
+        heard = actions[0]
+        answer = actions[1] if len(actions) > 1 and actions[1].__class__ is not Stop else None
+        if reason is None:
+            return (heard, answer, Stop(source)) if answer is not None else (heard, Stop(source))
+        refused = Refused(reason, self._log_refusal(source[0], wall))
+        if answer is not None and not self.stop.answer_refused:
+            answer = Drop(DropReason.STOP_REFUSED)
+        return (heard, answer, refused) if answer is not None else (heard, refused)
+
+    def _log_refusal(self, address: str, wall: float) -> bool:
+        last = self.refusals_logged.get(address)
+        if last is not None and wall - last < REFUSAL_LOG_SECONDS:
+            return False
+        if len(self.refusals_logged) >= MAX_TRACKED_SOURCES:
+            self.refusals_logged = {
+                a: t for a, t in self.refusals_logged.items() if wall - t < REFUSAL_LOG_SECONDS
+            }
+        self.refusals_logged[address] = wall
+        return True
+
+    def _may_reply(self, address: str, now: float) -> bool:
+        if self.limiter is not None and not self.limiter.allow(address, now):
+            return False
+        return self.total is None or self.total.take(now)
+
+    def prune(self, now: float) -> None:
+        if self.limiter is not None:
+            self.limiter.prune(now)

@@ -28,7 +28,18 @@ from mcastd.errors import ConfigError, SocketSetupError
 from mcastd.journal import DAEMON_LOGGER, LineBudget, group_logger
 from mcastd.messages import MessageId
 from mcastd.notify import Notifier
-from mcastd.protocol import RECEIVE_BUFFER, Drop, DropReason, Heard, Reply, Stop, decide
+from mcastd.protocol import (
+    RECEIVE_BUFFER,
+    Drop,
+    DropReason,
+    Heard,
+    Refused,
+    Reply,
+    Responder,
+    Stop,
+    TokenBucket,
+)
+from mcastd.stopauth import StopRefusal
 
 # Datagrams read from one socket before looking at signals, timers and other sockets again:
 # large enough to amortise the selector call, small enough to stop within a millisecond.
@@ -56,6 +67,7 @@ class Counters:
     bytes_in: int = 0
     bytes_out: int = 0
     suppressed_lines: int = 0
+    stop_refused: Counter[str] = field(default_factory=Counter)
     last_source: tuple[str, int] | None = None
     last_heard: float | None = None
 
@@ -70,20 +82,37 @@ class Counters:
 class Channel:
     """One served (group, port): its socket, settings, logger, line budget and counters."""
 
-    __slots__ = ("budget", "counters", "endpoint", "listener", "log_heard", "logger", "name")
+    __slots__ = (
+        "budget",
+        "counters",
+        "endpoint",
+        "key",
+        "listener",
+        "log_heard",
+        "logger",
+        "name",
+        "responder",
+    )
 
-    def __init__(self, endpoint: Endpoint, listener: net.Listener) -> None:
-        self.endpoint = endpoint
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        listener: net.Listener,
+        key: bytes | None,
+        total: TokenBucket | None,
+    ) -> None:
         self.listener = listener
         self.name = str(endpoint)
         self.logger = group_logger(endpoint.group)
         self.budget = LineBudget(LINES_PER_SECOND)
         self.counters = Counters()
-        self.log_heard = False
-        self.configure(endpoint)
+        self.configure(endpoint, key, total)
 
-    def configure(self, endpoint: Endpoint) -> None:
+    def configure(self, endpoint: Endpoint, key: bytes | None, total: TokenBucket | None) -> None:
+        """Apply settings; the protocol state (rate limits, replay memory) starts afresh."""
         self.endpoint = endpoint
+        self.key = key
+        self.responder = Responder(endpoint, key, total)
         self.log_heard = endpoint.log_datagrams and self.logger.isEnabledFor(logging.INFO)
 
     def fields(
@@ -150,6 +179,15 @@ class Server:
         self.last_status = ""
         self.started = clock()
         self.last_reload: dict[str, object] | None = None
+        self.total = self._total_bucket(config)
+
+    def _total_bucket(self, config: Config) -> TokenBucket | None:
+        rate = config.reply_rate_total
+        return TokenBucket(rate, max(rate, 1.0), self.clock()) if rate > 0 else None
+
+    def _key(self, endpoint: Endpoint) -> bytes | None:
+        name = endpoint.settings.stop.key_file
+        return None if name is None else self.config.keys[name]
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -158,7 +196,7 @@ class Server:
         endpoints = self.config.endpoints()
         listeners = net.open_all(endpoints)
         for endpoint in endpoints:
-            channel = Channel(endpoint, listeners[endpoint.key])
+            channel = Channel(endpoint, listeners[endpoint.key], self._key(endpoint), self.total)
             self.channels[endpoint.key] = channel
             self.log_joined(channel)
         if self.control_path is not None:
@@ -274,9 +312,10 @@ class Server:
         """Handle up to BATCH datagrams waiting on one socket."""
         recvfrom = channel.listener.sock.recvfrom
         counters = channel.counters
-        endpoint = channel.endpoint
-        group, port, reply = endpoint.group, endpoint.port, endpoint.reply
+        decide = channel.responder.decide
+        listen_only = channel.endpoint.reply == "none"
         size = self.buffer_size
+        wall = self.wall_clock()
         for _ in range(BATCH):
             try:
                 payload, source = recvfrom(size)
@@ -291,12 +330,12 @@ class Server:
             counters.bytes_in += len(payload)
             counters.last_source = source
             counters.last_heard = now
-            for action in decide(payload, source, group, port, reply, now):
+            for action in decide(payload, source, now, wall):
                 kind = action.__class__
                 if kind is Reply:
                     self._send(channel, action, now)  # type: ignore[arg-type]
                 elif kind is Heard:
-                    if reply == "none":
+                    if listen_only:
                         counters.listened += 1
                     if channel.log_heard and channel.budget.take(now):
                         channel.logger.info(
@@ -308,6 +347,8 @@ class Server:
                         )
                 elif kind is Drop:
                     counters.dropped[action.reason.value] += 1  # type: ignore[union-attr]
+                elif kind is Refused:
+                    self._refused(channel, action, source)  # type: ignore[arg-type]
                 elif kind is Stop:
                     channel.logger.warning(
                         "%s: STOP from %s accepted",
@@ -317,6 +358,17 @@ class Server:
                     )
                     self.request_stop(f"STOP from {format_source(source)} on {channel.name}")
                     return
+
+    def _refused(self, channel: Channel, refused: Refused, source: tuple[str, int]) -> None:
+        channel.counters.stop_refused[refused.reason.value] += 1
+        if refused.log:  # at most once a minute per source (Responder decides)
+            channel.logger.warning(
+                "%s: STOP from %s refused: %s",
+                channel.name,
+                format_source(source),
+                refused.reason.value,
+                extra=channel.fields(source, MessageId.STOP_REFUSED),
+            )
 
     def _send(self, channel: Channel, reply: Reply, now: float) -> None:
         counters = channel.counters
@@ -341,6 +393,7 @@ class Server:
         """Once a second: summarise suppressed lines, refresh STATUS=, cut off slow clients."""
         for channel in self.channels.values():
             self.flush_suppressed(channel, now)
+            channel.responder.prune(now)
         status = self.status_line()
         if status != self.last_status:
             self.last_status = status
@@ -394,6 +447,7 @@ class Server:
                     "answered": c.answered,
                     "listened": c.listened,
                     "dropped": {reason: c.dropped[reason] for reason in DROP_REASONS},
+                    "stop_refused": {r.value: c.stop_refused[r.value] for r in StopRefusal},
                     "suppressed_lines": c.suppressed_lines + pending,
                     "bytes_in": c.bytes_in,
                     "bytes_out": c.bytes_out,
@@ -432,6 +486,10 @@ class Server:
             self.last_reload = self._reload_record([str(p) for p in e.problems])
             self.notifier.ready(f"reload failed; {self.status_line()}")
             return
+        old_total = self.config.reply_rate_total
+        self.config = new
+        if new.reply_rate_total != old_total:
+            self.total = self._total_bucket(new)
         wanted = {e.key: e for e in new.endpoints()}
         for key in [k for k in self.channels if k not in wanted]:
             channel = self.channels.pop(key)
@@ -444,7 +502,6 @@ class Server:
             except SocketSetupError as e:
                 errors.append(str(e))
                 self.log.error("reload: %s", e, extra=event(MessageId.RELOAD_FAILED))
-        self.config = new
         self.last_reload = self._reload_record(errors)
         outcome = f"with {len(errors)} error(s)" if errors else "ok"
         self.log.info("reloaded %s: %s", new.source, outcome, extra=event(MessageId.RELOAD_OK))
@@ -460,19 +517,20 @@ class Server:
         channel = self.channels.get(key)
         if channel is None:
             listener = net.open_listener(endpoint)
-            channel = Channel(endpoint, listener)
+            channel = Channel(endpoint, listener, self._key(endpoint), self.total)
             self.channels[key] = channel
             selector.register(listener.sock, selectors.EVENT_READ, channel)
             self.log_joined(channel)
             return
         old = channel.endpoint
-        if old == endpoint:
+        stop_key = self._key(endpoint)
+        if old == endpoint and stop_key == channel.key and channel.responder.total is self.total:
             return
         if old.interface != endpoint.interface:
             channel.listener = net.change_interface(channel.listener, endpoint)
         if old.ttl != endpoint.ttl:
             net.apply_ttl(channel.listener.sock, endpoint)
-        channel.configure(endpoint)
+        channel.configure(endpoint, stop_key, self.total)
         channel.logger.info(
             "%s now: interface %s, reply %s, ttl %d",
             channel.name,

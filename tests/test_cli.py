@@ -90,7 +90,7 @@ def test_bad_arguments_exit_2_with_a_clear_line():
         (("say", "--port", "0", "hi"), "'0' is not a port (1-65535)"),
         (("say", "--ttl", "999", "hi"), "'999' is not a TTL (0-255)"),
         (("say", "--wait", "soon", "hi"), "'soon' is not a number of seconds"),
-        (("say",), "the following arguments are required: MESSAGE"),
+        (("say",), "say: give a MESSAGE, or --stop"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
     ]:
         out = mcastd(*args)

@@ -53,11 +53,13 @@ groups:
   - 239.1.1.1
 """
     )
+    top = Settings(port=5000, ttl=4, reply="group", log_datagrams=False)
+    six = Settings(port=5000, ttl=9, interface="eth0", reply="none", log_datagrams=False)
     assert config.endpoints() == (
-        Endpoint("239.0.0.9", 5001, 4, None, "group", False),
-        Endpoint("239.0.0.9", 5002, 4, None, "group", False),
-        Endpoint("ff05::9", 5000, 9, "eth0", "none", False),
-        Endpoint("239.1.1.1", 5000, 4, None, "group", False),
+        Endpoint("239.0.0.9", 5001, top),
+        Endpoint("239.0.0.9", 5002, top),
+        Endpoint("ff05::9", 5000, six),
+        Endpoint("239.1.1.1", 5000, top),
     )
 
 
@@ -175,7 +177,7 @@ def test_select_uses_the_entry_or_the_top_level_defaults():
     listed = select(config, ["239.0.0.9"])
     assert [(e.port, e.ttl) for e in listed.endpoints()] == [(1, 7), (2, 7)]
     unlisted = select(config, ["FF05::0009"])
-    assert unlisted.endpoints() == (Endpoint("ff05::9", 59259, 3, None, "unicast", True),)
+    assert unlisted.endpoints() == (Endpoint("ff05::9", 59259, Settings(ttl=3)),)
     with pytest.raises(ValueError, match="not a multicast address"):
         select(config, ["192.0.2.1"])
 

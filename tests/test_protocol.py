@@ -61,10 +61,13 @@ def test_reply_exactly_at_the_udp_limit_is_sent_one_more_byte_is_not():
     )
 
 
-def test_upper_casing_that_grows_the_text_is_not_sent_past_the_limit():
-    # U+0149 is 2 bytes and upper-cases to 3 (U+02BC, N): 32,000 of them make a 96,000-byte reply.
-    payload = "ŉ".encode() * 32_000
-    assert decide(payload, SRC, GROUP, PORT, "unicast", 0.0)[1] == Drop(DropReason.REPLY_TOO_LARGE)
+def test_a_reply_is_never_larger_than_the_request_plus_the_hear_text():
+    # U+0149 is 2 bytes and upper-cases to 3 (U+02BC, N): answering would amplify.
+    assert decide("ŉ".encode(), SRC, GROUP, PORT, "unicast", 0.0) == (
+        Heard("ŉ"),
+        Drop(DropReason.AMPLIFYING),
+    )
+    assert decide("ǆ".encode(), SRC, GROUP, PORT, "unicast", 0.0)[1] == Reply(hear("Ǆ"), SRC)
 
 
 def test_group_mode_answers_the_group_and_ignores_replies():
@@ -108,7 +111,10 @@ def test_every_datagram_gets_a_decision_and_never_raises(payload: bytes, mode: s
 @given(st.text(max_size=500))
 def test_unicast_reply_is_the_upper_cased_text_verbatim(text: str):
     actions = decide(text.encode(), SRC, GROUP, PORT, "unicast", 0.0)
-    assert actions[1] == Reply(hear(text.upper()), SRC)
+    if len(text.upper().encode()) > len(text.encode()):
+        assert actions[1] == Drop(DropReason.AMPLIFYING)
+    else:
+        assert actions[1] == Reply(hear(text.upper()), SRC)
 
 
 @given(st.text(alphabet=" \t\r\n\x0b\x0c", max_size=5), st.text(alphabet=" \t\r\n", max_size=5))
