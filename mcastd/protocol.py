@@ -174,8 +174,8 @@ class SourceLimiter:
     def allow(self, address: str, now: float) -> bool:
         bucket = self.buckets.get(address)
         if bucket is None:
-            if len(self.buckets) >= MAX_TRACKED_SOURCES:
-                self.prune(now)
+            # Full table: newcomers share one bucket until `prune` (once a second) makes room;
+            # pruning here would cost a whole table scan per datagram of a spoofed flood.
             if len(self.buckets) >= MAX_TRACKED_SOURCES:
                 if self.overflow is None:
                     self.overflow = TokenBucket(self.rate, self.burst, now)

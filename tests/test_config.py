@@ -13,9 +13,11 @@ from mcastd.config import (
     Config,
     Endpoint,
     Settings,
+    StopPolicy,
     built_in_defaults,
     load,
     parse,
+    read_keys,
     resolve_path,
     select,
 )
@@ -140,6 +142,55 @@ groups:
                 "for the tag 'tag:yaml.org,2002:python/object:os.system'"
             ],
         ),
+        # defences
+        ("reply_rate: -1\n", ["f.yaml:1:13: reply_rate: -1 is not replies per second (0-1e+09)"]),
+        ("reply_burst: 0\n", ["f.yaml:1:14: reply_burst: 0 is not a count (1-1e+09)"]),
+        (
+            "reply_rate_total: x\n",
+            ["f.yaml:1:19: reply_rate_total: 'x' is not replies per second (0-1e+09)"],
+        ),
+        (
+            "allow_from: [10.0.0.0/8, bogus]\n",
+            ["f.yaml:1:26: allow_from[1]: 'bogus' is not an address or network"],
+        ),
+        ("allow_from: []\n", ["f.yaml:1:13: allow_from: is empty: nothing would be allowed"]),
+        ("stop: maybe\n", ["f.yaml:1:7: stop: 'maybe' is not enabled, disabled or a mapping"]),
+        (
+            "stop:\n  replay_window: 0\n",
+            ["f.yaml:2:18: stop.replay_window: 0 is not seconds (1-3600)"],
+        ),
+        (
+            "stop:\n  alow_from: [10.0.0.1]\n",
+            ["f.yaml:2:3: stop.alow_from: unknown key (did you mean 'allow_from'?)"],
+        ),
+        (
+            "wait_for_interface: sometimes\n",
+            ["f.yaml:1:21: wait_for_interface: 'sometimes' is not true or false"],
+        ),
+        # source-specific multicast
+        (
+            "groups: [232.1.1.1]\n",
+            [
+                "f.yaml:1:10: groups[0].group: 232.1.1.1 is a source-specific (SSM) group: "
+                "list its senders in 'sources'"
+            ],
+        ),
+        (
+            "groups:\n  - group: ff3e::1234\n",
+            [
+                "f.yaml:2:12: groups[0].group: ff3e::1234 is a source-specific (SSM) group: "
+                "list its senders in 'sources'"
+            ],
+        ),
+        (
+            "groups:\n  - group: 232.1.1.1\n    sources: [10.0.0.1, 'ff02::1', 10.0.0.1, x]\n",
+            [
+                "f.yaml:3:25: groups[0].sources[1]: ff02::1 is not a unicast IPv4 sender "
+                "for 232.1.1.1",
+                "f.yaml:3:36: groups[0].sources[2]: 10.0.0.1 is listed twice",
+                "f.yaml:3:46: groups[0].sources[3]: 'x' is not an address",
+            ],
+        ),
         # YAML syntax
         (
             "groups: [\n",
@@ -166,6 +217,64 @@ def test_every_error_of_a_file_is_reported_at_once():
 def test_empty_file_and_missing_groups_mean_the_default_groups():
     assert parse("").endpoints() == built_in_defaults().endpoints()
     assert [e.port for e in parse("port: 4000\n").endpoints()] == [4000, 4000]
+
+
+def test_defences_parse_into_settings():
+    config = parse(
+        """
+reply_rate: 50
+reply_burst: 100
+reply_rate_total: 2000.5
+allow_from: 10.0.0.0/8
+stop:
+  allow_from: [192.0.2.1, 2001:db8::/32]
+  replay_window: 10
+  answer_refused: false
+groups:
+  - group: 232.1.1.1
+    sources: [10.0.0.1]
+    stop: disabled
+    wait_for_interface: yes
+"""
+    )
+    (endpoint,) = config.endpoints()
+    assert endpoint.sources == ("10.0.0.1",)
+    s = endpoint.settings
+    assert (s.reply_rate, s.reply_burst, s.wait_for_interface) == (50, 100, True)
+    assert [str(n) for n in s.allow_from or ()] == ["10.0.0.0/8"]
+    assert s.stop == StopPolicy(enabled=False)
+    top = config.defaults.stop
+    assert [str(n) for n in top.allow_from or ()] == ["192.0.2.1/32", "2001:db8::/32"]
+    assert (top.replay_window, top.answer_refused) == (10.0, False)
+    assert config.reply_rate_total == 2000.5
+
+
+def test_key_files_are_read_and_located(tmp_path: Path):
+    good = tmp_path / "good.key"
+    good.write_bytes(b"0123456789abcdef0123\n")
+    short = tmp_path / "short.key"
+    short.write_bytes(b"tiny")
+    path = tmp_path / "c.yaml"
+    path.write_text(f"stop:\n  key_file: {good}\n")
+    assert load(str(path)).keys == {str(good): b"0123456789abcdef0123"}
+    path.write_text(
+        f"stop:\n  key_file: {short}\ngroups:\n  - group: 239.0.0.9\n"
+        f"    stop: {{key_file: {tmp_path / 'none.key'}}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(str(path))
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:2:13: stop.key_file: {short}: a key needs at least 16 bytes",
+        f"{path}:5:22: groups[0].stop.key_file: {tmp_path / 'none.key'}: "
+        "cannot read: No such file or directory",
+    ]
+
+
+def test_relative_key_file_is_a_systemd_credential(tmp_path: Path):
+    (tmp_path / "stop.key").write_bytes(b"s" * 20)
+    config = parse("stop: {key_file: stop.key}\n", "c.yaml")
+    loaded = read_keys(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert loaded.keys == {"stop.key": b"s" * 20}
 
 
 def test_yaml_words_for_no_mean_reply_none():
