@@ -1,0 +1,93 @@
+"""`python3 -m bench [--smoke] [--count N] [--report-only]`: the one command that runs it all."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench import bootstrap
+
+START_ENV = "MCASTD_BENCH_STARTED"
+LAST_RUN = bootstrap.VENV / "last-run.json"
+DOCS = bootstrap.REPO / "docs"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__)
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="about 5 s: one 1,000/s step, floor and mcastd only; writes no report",
+    )
+    p.add_argument(
+        "--count", type=int, default=10_000, help="datagrams per rate step (default 10,000)"
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help=f"render docs/benchmarks.* again from {LAST_RUN.name} without running",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    raw = list(argv) if argv is not None else __import__("sys").argv[1:]
+    os.environ.setdefault(START_ENV, str(time.time()))
+    if args.report_only:
+        if not bootstrap.in_venv():
+            bootstrap.reexec(str(bootstrap.ensure_venv()), raw)
+        from bench import report
+
+        report.write(json.loads(LAST_RUN.read_text()), DOCS)
+        print(f"wrote {DOCS / 'benchmarks.md'} and {DOCS / 'benchmarks.png'}")
+        return 0
+    # The smoke run needs nothing from PyPI, so CI can run it with the system python.
+    bootstrap.enter(raw, use_venv=not args.smoke)
+    return inside(args)
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def inside(args: argparse.Namespace) -> int:
+    """Runs in the bench's network namespace."""
+    from bench import loadgen, netns, run
+
+    netns.setup()
+    workdir = Path(tempfile.mkdtemp(prefix="mcastd-bench-"))
+    try:
+        binary = loadgen.build(workdir)
+        count = 2_000 if args.smoke else args.count
+        load_before = loadavg()
+        results = run.run(bootstrap.REPO, workdir, binary, count, args.smoke)
+        results["load_before"], results["load_after"] = load_before, loadavg()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["total_seconds"] = time.time() - float(os.environ[START_ENV])
+    print()
+    for t in results["targets"]:
+        print(f"{t['result']:<4}  {t['target']}: {t['figure']}")
+    print(f"whole run: {results['total_seconds']:.0f} s")
+    if args.smoke:
+        ok = (
+            all(
+                s["answered"] >= 0.95 * s["sent"] for r in results["responders"] for s in r["steps"]
+            )
+            and len(results["responders"]) == 2
+        )
+        print("smoke: ok" if ok else "smoke: FAILED")
+        return 0 if ok else 1
+    from bench import report
+
+    LAST_RUN.write_text(json.dumps(results, indent=1))
+    report.write(results, DOCS)
+    print(f"wrote {DOCS / 'benchmarks.md'} and {DOCS / 'benchmarks.png'}")
+    return 0
