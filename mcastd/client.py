@@ -21,9 +21,9 @@ def say(endpoint: Endpoint, message: bytes, wait: float) -> Iterator[tuple[tuple
         raise SocketSetupError(str(endpoint), e.errno or 0, strerror(e.errno or 0)) from e
     with sock:
         try:
-            membership = net.membership_request(endpoint)
+            _, index = net.memberships(endpoint)
             net.apply_ttl(sock, endpoint)
-            net.apply_interface(sock, endpoint, membership)
+            net.apply_interface(sock, endpoint, index)
             sock.sendto(message, (endpoint.group, endpoint.port))
         except OSError as e:
             raise SocketSetupError(str(endpoint), e.errno or 0, strerror(e.errno or 0)) from e

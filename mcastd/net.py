@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import ipaddress
 import socket
 import struct
@@ -20,14 +21,24 @@ from mcastd.errors import SocketSetupError, strerror
 # Linux values the socket module of Python 3.11 does not name (linux/in.h, linux/in6.h).
 IP_MULTICAST_ALL = 49
 IPV6_MULTICAST_ALL = 29
+IP_ADD_SOURCE_MEMBERSHIP = 39
+IP_DROP_SOURCE_MEMBERSHIP = 40
+MCAST_JOIN_SOURCE_GROUP = 46
+MCAST_LEAVE_SOURCE_GROUP = 47
+# linux/sockios.h
+SIOCGIFFLAGS = 0x8913
+SIOCGIFADDR = 0x8915
+IFF_UP = 0x1
+IFF_RUNNING = 0x40
 # Ask for this much receive buffer; the kernel caps it at net.core.rmem_max without complaint.
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+SOCKADDR_STORAGE = 128
 
 IF_INET6 = "/proc/net/if_inet6"
 
 
 class Membership(NamedTuple):
-    """What was joined, so that exactly this can be left again."""
+    """One thing joined, so that exactly this can be left again."""
 
     level: int
     leave_option: int
@@ -35,10 +46,18 @@ class Membership(NamedTuple):
 
 
 class Listener(NamedTuple):
-    """A bound, joined socket and the membership it holds."""
+    """A bound, joined socket, its memberships and the interface index they are on."""
 
     sock: socket.socket
-    membership: Membership
+    memberships: tuple[Membership, ...]
+    ifindex: int
+
+
+class LinkState(NamedTuple):
+    """What the poll sees of a configured interface: its index (0: absent) and whether up."""
+
+    ifindex: int
+    up: bool
 
 
 def interface_index(name: str) -> int:
@@ -48,20 +67,46 @@ def interface_index(name: str) -> int:
         raise SocketSetupError(f"interface {name}", errno.ENODEV, "does not exist") from e
 
 
-def ipv6_interface_index(address: str, table: str = IF_INET6) -> int:
-    """The index of the interface that has this IPv6 address (from /proc/net/if_inet6)."""
+def _ifreq(sock: socket.socket, request: int, name: str) -> bytes:
+    return fcntl.ioctl(sock.fileno(), request, struct.pack("16s24x", name.encode()[:15]))
+
+
+def ipv4_interface_address(name: str) -> str:
+    """The (first) IPv4 address of interface `name`, as the kernel's SIOCGIFADDR gives it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            answer = _ifreq(sock, SIOCGIFADDR, name)
+        except OSError as e:
+            code = e.errno or errno.ENODEV
+            if code == errno.ENODEV:
+                raise SocketSetupError(f"interface {name}", code, "does not exist") from e
+            raise SocketSetupError(f"interface {name}", code, "has no IPv4 address") from e
+    return socket.inet_ntoa(answer[20:24])
+
+
+def ipv6_interface(address: str, table: str = IF_INET6) -> tuple[int, str]:
+    """(index, name) of the interface that has this IPv6 address (from /proc/net/if_inet6)."""
     wanted = ipaddress.IPv6Address(address).packed.hex()
     try:
         with open(table, encoding="ascii") as f:
             for line in f:
                 fields = line.split()
-                if len(fields) >= 2 and fields[0] == wanted:
-                    return int(fields[1], 16)
+                if len(fields) >= 6 and fields[0] == wanted:
+                    return int(fields[1], 16), fields[5]
     except OSError:
         pass  # no IPv6 on this host: said below
     raise SocketSetupError(
         f"interface {address}", errno.EADDRNOTAVAIL, "no interface has this address"
     )
+
+
+def ipv4_interface_of(address: str) -> str | None:
+    """The name of the interface with this IPv4 address, if any."""
+    for _, name in socket.if_nameindex():
+        with contextlib.suppress(SocketSetupError):
+            if ipv4_interface_address(name) == address:
+                return name
+    return None
 
 
 def _is_address(text: str) -> bool:
@@ -72,26 +117,94 @@ def _is_address(text: str) -> bool:
     return True
 
 
-def membership_request(endpoint: Endpoint) -> Membership:
-    """The join request for the endpoint's group on its interface (kernel struct layouts)."""
+def interface_name(endpoint: Endpoint) -> str | None:
+    """The name of the endpoint's interface now (an address is looked up), None if absent."""
     iface = endpoint.interface
-    if endpoint.family == socket.AF_INET:
-        # struct ip_mreqn { in_addr multiaddr; in_addr address; int ifindex; }: 12 bytes
-        local = iface if iface and _is_address(iface) else "0.0.0.0"  # noqa: S104 (an address field, not a bind)
-        index = interface_index(iface) if iface and not _is_address(iface) else 0
-        request = (
-            socket.inet_aton(endpoint.group) + socket.inet_aton(local) + struct.pack("@i", index)
-        )
-        return Membership(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, request)
-    # struct ipv6_mreq { in6_addr multiaddr; unsigned int ifindex; }: 20 bytes
+    if iface is None or not _is_address(iface):
+        return iface
+    if ":" in iface:
+        with contextlib.suppress(SocketSetupError):
+            return ipv6_interface(iface)[1]
+        return None
+    return ipv4_interface_of(iface)
+
+
+def link_state(endpoint: Endpoint) -> LinkState:
+    """Index and up/running state of the endpoint's configured interface (0, False: absent)."""
+    name = interface_name(endpoint)
+    if name is None:
+        return LinkState(0, False)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            index = socket.if_nametoindex(name)
+            flags = struct.unpack_from("H", _ifreq(sock, SIOCGIFFLAGS, name), 16)[0]
+        except OSError:
+            return LinkState(0, False)
+    return LinkState(index, bool(flags & IFF_UP and flags & IFF_RUNNING))
+
+
+def _sockaddr(family: int, address: str) -> bytes:
+    """A struct sockaddr_storage holding `address` (for struct group_source_req)."""
+    if family == socket.AF_INET6:
+        raw = struct.pack("=HHI16sI", socket.AF_INET6, 0, 0, socket.inet_pton(family, address), 0)
+    else:
+        raw = struct.pack("=HH4s", socket.AF_INET, 0, socket.inet_aton(address))
+    return raw.ljust(SOCKADDR_STORAGE, b"\0")
+
+
+def memberships(endpoint: Endpoint) -> tuple[tuple[Membership, ...], int]:
+    """The join requests for the endpoint (kernel struct layouts) and the interface index."""
+    iface = endpoint.interface
+    v6 = endpoint.family == socket.AF_INET6
     if iface is None:
         index = 0
     elif _is_address(iface):
-        index = ipv6_interface_index(iface)
+        index = ipv6_interface(iface)[0] if v6 else 0
     else:
         index = interface_index(iface)
-    request = socket.inet_pton(socket.AF_INET6, endpoint.group) + struct.pack("@I", index)
-    return Membership(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, request)
+    group = endpoint.group
+    if v6 and endpoint.sources:
+        # struct group_source_req { u32 interface; (pad) sockaddr_storage group, source; }
+        # sockaddr_storage is aligned like a pointer: 4 bytes of padding on 64-bit systems.
+        head = struct.pack("@I", index) + b"\0" * (struct.calcsize("@P") - 4)
+        requests = tuple(
+            head + _sockaddr(socket.AF_INET6, group) + _sockaddr(socket.AF_INET6, source)
+            for source in endpoint.sources
+        )
+        return tuple(
+            Membership(socket.IPPROTO_IPV6, MCAST_LEAVE_SOURCE_GROUP, r) for r in requests
+        ), index
+    if v6:
+        # struct ipv6_mreq { in6_addr multiaddr; unsigned int ifindex; }: 20 bytes
+        request = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", index)
+        return (Membership(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, request),), index
+    if iface is None:
+        local = "0.0.0.0"  # noqa: S104 (an interface field, not a bind: the kernel's choice)
+    elif _is_address(iface):
+        local = iface
+    else:
+        local = ipv4_interface_address(iface) if endpoint.sources else "0.0.0.0"  # noqa: S104
+    if endpoint.sources:
+        # struct ip_mreq_source { in_addr multiaddr, interface, sourceaddr; } (Linux order)
+        return tuple(
+            Membership(
+                socket.IPPROTO_IP,
+                IP_DROP_SOURCE_MEMBERSHIP,
+                socket.inet_aton(group) + socket.inet_aton(local) + socket.inet_aton(source),
+            )
+            for source in endpoint.sources
+        ), index
+    # struct ip_mreqn { in_addr multiaddr; in_addr address; int ifindex; }: 12 bytes
+    request = socket.inet_aton(group) + socket.inet_aton(local) + struct.pack("@i", index)
+    return (Membership(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, request),), index
+
+
+JOIN_OPTION = {
+    socket.IP_DROP_MEMBERSHIP: socket.IP_ADD_MEMBERSHIP,
+    IP_DROP_SOURCE_MEMBERSHIP: IP_ADD_SOURCE_MEMBERSHIP,
+    socket.IPV6_LEAVE_GROUP: socket.IPV6_JOIN_GROUP,
+    MCAST_LEAVE_SOURCE_GROUP: MCAST_JOIN_SOURCE_GROUP,
+}
 
 
 def _explain(stage: str, code: int, endpoint: Endpoint) -> str:
@@ -102,8 +215,8 @@ def _explain(stage: str, code: int, endpoint: Endpoint) -> str:
         return f"permission denied: port {endpoint.port} < 1024 needs CAP_NET_BIND_SERVICE"
     if code == errno.ENOBUFS and stage == "join":
         return (
-            "too many group memberships "
-            "(raise net.ipv4.igmp_max_memberships or net.ipv6.mld_max_msf)"
+            "too many group memberships or sources "
+            "(net.ipv4.igmp_max_memberships / igmp_max_msf, net.ipv6.mld_max_msf)"
         )
     if code == errno.ENODEV and stage == "join":
         if endpoint.interface:
@@ -113,9 +226,16 @@ def _explain(stage: str, code: int, endpoint: Endpoint) -> str:
         return f"cannot join on interface {endpoint.interface}: no such local address"
     if code == errno.EAFNOSUPPORT:
         return "IPv6 is not available on this host"
+    if code in (errno.EMFILE, errno.ENFILE):
+        return "too many open files: raise LimitNOFILE= (or ulimit -n) for this many groups"
     if code == errno.EADDRNOTAVAIL and stage == "bind":
         return "cannot bind to this group address (a link-local group needs its interface named)"
     return f"{stage} failed: {strerror(code)}"
+
+
+def _join(sock: socket.socket, joined: Iterable[Membership]) -> None:
+    for m in joined:
+        sock.setsockopt(m.level, JOIN_OPTION[m.leave_option], m.request)
 
 
 def open_listener(endpoint: Endpoint) -> Listener:
@@ -134,29 +254,27 @@ def open_listener(endpoint: Endpoint) -> Listener:
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-        membership = membership_request(endpoint)
+        joined, index = memberships(endpoint)
         stage = "bind"
         if v6:
-            scope = struct.unpack("@I", membership.request[16:])[0]
-            sock.bind((endpoint.group, endpoint.port, 0, scope))
+            sock.bind((endpoint.group, endpoint.port, 0, index))
         else:
             sock.bind((endpoint.group, endpoint.port))
         stage = "join"
-        join = socket.IPV6_JOIN_GROUP if v6 else socket.IP_ADD_MEMBERSHIP
-        sock.setsockopt(membership.level, join, membership.request)
+        _join(sock, joined)
         stage = "set TTL"
         apply_ttl(sock, endpoint)
-        apply_interface(sock, endpoint, membership)
+        apply_interface(sock, endpoint, index)
     except SocketSetupError as e:
         if sock is not None:
             sock.close()
         raise SocketSetupError(f"{endpoint}: {e.where}", e.errno, e.message) from e
     except OSError as e:
         if sock is not None:
-            sock.close()
+            sock.close()  # closing also drops whatever was joined before the failure
         code = e.errno or errno.EINVAL
         raise SocketSetupError(str(endpoint), code, _explain(stage, code, endpoint)) from e
-    return Listener(sock, membership)
+    return Listener(sock, joined, index)
 
 
 def apply_ttl(sock: socket.socket, endpoint: Endpoint) -> None:
@@ -170,36 +288,40 @@ def apply_ttl(sock: socket.socket, endpoint: Endpoint) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, unicast_ttl)
 
 
-def apply_interface(sock: socket.socket, endpoint: Endpoint, membership: Membership) -> None:
+def apply_interface(sock: socket.socket, endpoint: Endpoint, index: int) -> None:
     """Send group replies out of the interface we joined on (the kernel's choice if none)."""
     if endpoint.family == socket.AF_INET6:
-        index = struct.unpack("@I", membership.request[16:])[0]
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-    else:
-        # ip_mreqn without the group: local address + ifindex
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, membership.request[4:])
+        return
+    iface = endpoint.interface
+    local = iface if iface is not None and _is_address(iface) else "0.0.0.0"  # noqa: S104
+    # struct ip_mreqn without the group: local address + ifindex
+    request = socket.inet_aton(local) + struct.pack("@i", index)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, request)
 
 
-def change_interface(listener: Listener, new: Endpoint) -> Listener:
-    """Move the membership of an open socket to the new endpoint's interface (for reload)."""
-    membership = membership_request(new)
-    join = socket.IPV6_JOIN_GROUP if new.family == socket.AF_INET6 else socket.IP_ADD_MEMBERSHIP
+def rejoin(listener: Listener, endpoint: Endpoint) -> Listener:
+    """Join the endpoint's group(s) on its interface as it is now; leave the old ones first.
+
+    For a changed interface on reload, and when an interface came back or was re-created.
+    """
+    joined, index = memberships(endpoint)
+    leave(listener)
     try:
-        listener.sock.setsockopt(membership.level, join, membership.request)
+        _join(listener.sock, joined)
     except OSError as e:
         code = e.errno or errno.EINVAL
-        raise SocketSetupError(str(new), code, _explain("join", code, new)) from e
-    leave(listener)
-    apply_interface(listener.sock, new, membership)
-    return Listener(listener.sock, membership)
+        raise SocketSetupError(str(endpoint), code, _explain("join", code, endpoint)) from e
+    apply_interface(listener.sock, endpoint, index)
+    return Listener(listener.sock, joined, index)
 
 
 def leave(listener: Listener) -> None:
-    """Drop the membership; closing would too, but leaving first sends the report at once."""
-    m = listener.membership
-    # If the interface went away, the kernel has already dropped the membership.
-    with contextlib.suppress(OSError):
-        listener.sock.setsockopt(m.level, m.leave_option, m.request)
+    """Drop the memberships; closing would too, but leaving first sends the report at once."""
+    for m in listener.memberships:
+        # If the interface went away, the kernel has already dropped the membership.
+        with contextlib.suppress(OSError):
+            listener.sock.setsockopt(m.level, m.leave_option, m.request)
 
 
 def close_listener(listener: Listener) -> None:

@@ -87,6 +87,7 @@ class Channel:
         "counters",
         "endpoint",
         "key",
+        "link",
         "listener",
         "log_heard",
         "logger",
@@ -106,6 +107,8 @@ class Channel:
         self.logger = group_logger(endpoint.group)
         self.budget = LineBudget(LINES_PER_SECOND)
         self.counters = Counters()
+        # The configured interface as last seen by the poll (None: the kernel's choice).
+        self.link: net.LinkState | None = None
         self.configure(endpoint, key, total)
 
     def configure(self, endpoint: Endpoint, key: bytes | None, total: TokenBucket | None) -> None:
@@ -172,6 +175,9 @@ class Server:
         self.wall_clock = wall_clock
         self.log = logging.getLogger(DAEMON_LOGGER)
         self.channels: dict[tuple[str, int], Channel] = {}
+        # Endpoints with `wait_for_interface` whose interface is not there yet.
+        self.waiting: dict[tuple[str, int], Endpoint] = {}
+        self.waiting_errors: dict[tuple[str, int], str] = {}
         self.control: ControlServer | None = None
         self.stop_reason: str | None = None
         self.reload_requested = False
@@ -193,18 +199,45 @@ class Server:
 
     def open(self) -> None:
         """Bind and join every endpoint, or none (raises SocketSetupError)."""
-        endpoints = self.config.endpoints()
+        endpoints = []
+        for endpoint in self.config.endpoints():
+            if endpoint.settings.wait_for_interface and net.link_state(endpoint).ifindex == 0:
+                self.wait_for(endpoint)
+            else:
+                endpoints.append(endpoint)
         listeners = net.open_all(endpoints)
         for endpoint in endpoints:
-            channel = Channel(endpoint, listeners[endpoint.key], self._key(endpoint), self.total)
-            self.channels[endpoint.key] = channel
-            self.log_joined(channel)
+            self.add_channel(endpoint, listeners[endpoint.key])
         if self.control_path is not None:
             try:
                 self.control = ControlServer(self.control_path, self.snapshot)
             except SocketSetupError as e:
                 # Serving the groups matters more than being able to show their counters.
                 self.log.error("%s; `mcastd status` will not see this daemon", e)
+
+    def add_channel(
+        self,
+        endpoint: Endpoint,
+        listener: net.Listener,
+        selector: selectors.BaseSelector | None = None,
+    ) -> Channel:
+        channel = Channel(endpoint, listener, self._key(endpoint), self.total)
+        if endpoint.interface is not None:
+            channel.link = net.link_state(endpoint)
+        self.channels[endpoint.key] = channel
+        if selector is not None:
+            selector.register(listener.sock, selectors.EVENT_READ, channel)
+        self.log_joined(channel)
+        return channel
+
+    def wait_for(self, endpoint: Endpoint) -> None:
+        self.waiting[endpoint.key] = endpoint
+        self.log.warning(
+            "%s: interface %s is not there: joining when it appears",
+            endpoint,
+            endpoint.interface,
+            extra={"MCAST_GROUP": endpoint.group, "MCAST_PORT": endpoint.port},
+        )
 
     def log_joined(self, channel: Channel) -> None:
         e = channel.endpoint
@@ -400,6 +433,62 @@ class Server:
             self.notifier.status(status)
         if self.control is not None:
             self.control.expire(selector, now)
+        self.watch_interfaces(selector)
+
+    def watch_interfaces(self, selector: selectors.BaseSelector) -> None:
+        """Follow configured interfaces: join late ones, re-join after down/up or re-creation.
+
+        A poll once a second (no netlink socket needed, so the sandbox stays AF_INET/AF_INET6/
+        AF_UNIX only): an interface change is acted on within about a second.
+        """
+        seen: dict[str | None, net.LinkState] = {}
+
+        def state(endpoint: Endpoint) -> net.LinkState:
+            if endpoint.interface not in seen:
+                seen[endpoint.interface] = net.link_state(endpoint)
+            return seen[endpoint.interface]
+
+        for key, endpoint in list(self.waiting.items()):
+            if state(endpoint).ifindex == 0:
+                continue
+            try:
+                listener = net.open_listener(endpoint)
+            except SocketSetupError as e:
+                if self.waiting_errors.get(key) != str(e):  # say it once, keep trying
+                    self.waiting_errors[key] = str(e)
+                    self.log.error("%s", e, extra=event(MessageId.SETUP_FAILED))
+                continue
+            del self.waiting[key]
+            self.waiting_errors.pop(key, None)
+            self.add_channel(endpoint, listener, selector)
+        for channel in self.channels.values():
+            if channel.link is not None:
+                self.follow_link(channel, state(channel.endpoint))
+
+    def follow_link(self, channel: Channel, now: net.LinkState) -> None:
+        before = channel.link
+        if before is None or now == before:
+            return
+        iface = channel.endpoint.interface
+        fields = channel.fields(message_id=MessageId.GROUP_JOINED)
+        if now.ifindex == 0:
+            channel.logger.warning("%s: interface %s went away", channel.name, iface, extra=fields)
+        elif not now.up:
+            channel.logger.warning("%s: interface %s is down", channel.name, iface, extra=fields)
+        else:
+            try:
+                channel.listener = net.rejoin(channel.listener, channel.endpoint)
+            except SocketSetupError as e:
+                channel.logger.error("%s: re-joining failed: %s", channel.name, e.message)
+                return  # `link` stays as it was: the next poll tries again
+            channel.logger.info(
+                "%s: interface %s is up (index %d): re-joined",
+                channel.name,
+                iface,
+                now.ifindex,
+                extra=fields,
+            )
+        channel.link = now
 
     def flush_suppressed(self, channel: Channel, now: float) -> None:
         held_back = channel.budget.take_suppressed(now)
@@ -464,6 +553,7 @@ class Server:
             "started": wall_time(self.started),
             "uptime": round(now - self.started, 3),
             "status": self.status_line(),
+            "waiting_for_interface": [str(e) for e in self.waiting.values()],
             "last_reload": self.last_reload,
             "endpoints": endpoints,
         }
@@ -491,6 +581,8 @@ class Server:
         if new.reply_rate_total != old_total:
             self.total = self._total_bucket(new)
         wanted = {e.key: e for e in new.endpoints()}
+        for key in [k for k in self.waiting if k not in wanted]:
+            del self.waiting[key]
         for key in [k for k in self.channels if k not in wanted]:
             channel = self.channels.pop(key)
             selector.unregister(channel.listener.sock)
@@ -516,18 +608,19 @@ class Server:
     ) -> None:
         channel = self.channels.get(key)
         if channel is None:
-            listener = net.open_listener(endpoint)
-            channel = Channel(endpoint, listener, self._key(endpoint), self.total)
-            self.channels[key] = channel
-            selector.register(listener.sock, selectors.EVENT_READ, channel)
-            self.log_joined(channel)
+            self.waiting.pop(key, None)
+            if endpoint.settings.wait_for_interface and net.link_state(endpoint).ifindex == 0:
+                self.wait_for(endpoint)
+            else:
+                self.add_channel(endpoint, net.open_listener(endpoint), selector)
             return
         old = channel.endpoint
         stop_key = self._key(endpoint)
         if old == endpoint and stop_key == channel.key and channel.responder.total is self.total:
             return
-        if old.interface != endpoint.interface:
-            channel.listener = net.change_interface(channel.listener, endpoint)
+        if (old.interface, old.sources) != (endpoint.interface, endpoint.sources):
+            channel.listener = net.rejoin(channel.listener, endpoint)
+            channel.link = None if endpoint.interface is None else net.link_state(endpoint)
         if old.ttl != endpoint.ttl:
             net.apply_ttl(channel.listener.sock, endpoint)
         channel.configure(endpoint, stop_key, self.total)
