@@ -295,8 +295,9 @@ def apply_interface(sock: socket.socket, endpoint: Endpoint, index: int) -> None
         return
     iface = endpoint.interface
     local = iface if iface is not None and _is_address(iface) else "0.0.0.0"  # noqa: S104
-    # struct ip_mreqn without the group: local address + ifindex
-    request = socket.inet_aton(local) + struct.pack("@i", index)
+    # A whole struct ip_mreqn (12 bytes; its group field is ignored): given only 8 bytes the
+    # kernel reads a struct ip_mreq and would take the index for an address.
+    request = bytes(4) + socket.inet_aton(local) + struct.pack("@i", index)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, request)
 
 
