@@ -269,7 +269,9 @@ class _Checker:
         return None
 
     def networks(self, node: yaml.Node, key: str) -> tuple[Network, ...] | None:
-        """A list of addresses or CIDR networks (a single one is a list of one)."""
+        """A list of addresses or CIDR networks (a single one is a list of one); null: None."""
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return None
         items = node.value if isinstance(node, yaml.SequenceNode) else [node]
         found: list[Network] = []
         for i, item in enumerate(items):
@@ -287,7 +289,7 @@ class _Checker:
     def settings(self, entries: Entries, key: str, base: Settings) -> Settings:
         """`base` with the setting keys present in `entries` applied."""
         changes: dict[str, object] = {}
-        interface: dict[str, object] = {}
+        nullable: dict[str, object] = {}  # settings where null is a value, not a problem
         prefix = f"{key}." if key else ""
 
         def value_of(name: str) -> yaml.Node | None:
@@ -300,7 +302,7 @@ class _Checker:
         if (node := value_of("interface")) is not None:
             value = self.scalar(node, prefix + "interface")
             if value is None or (isinstance(value, str) and _valid_interface(value)):
-                interface = {"interface": value}  # null is a value here: the kernel's choice
+                nullable["interface"] = value  # null: the kernel's choice
             elif isinstance(value, str):
                 self.problem(node, prefix + "interface", f"{value!r} is not an interface name")
             else:
@@ -330,11 +332,14 @@ class _Checker:
         if (node := value_of("reply_burst")) is not None:
             changes["reply_burst"] = self.integer(node, prefix + "reply_burst", 1, 10**9, "a count")
         if (node := value_of("allow_from")) is not None:
-            changes["allow_from"] = self.networks(node, prefix + "allow_from")
+            if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+                nullable["allow_from"] = None  # null: from anyone
+            else:
+                changes["allow_from"] = self.networks(node, prefix + "allow_from")
         if (node := value_of("stop")) is not None:
             changes["stop"] = self.stop_policy(node, prefix + "stop")
         # A setting with a problem keeps its inherited value; the problem is reported anyway.
-        valid = {k: v for k, v in changes.items() if v is not None} | interface
+        valid = {k: v for k, v in changes.items() if v is not None} | nullable
         return replace(base, **valid)  # type: ignore[arg-type]
 
     def stop_policy(self, node: yaml.Node, key: str) -> StopPolicy | None:
