@@ -72,9 +72,10 @@ class Counters:
     last_heard: float | None = None
 
     def summary(self) -> str:
-        drops = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items()))
+        drops = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items()) if n)
+        listened = f", {self.listened} listened" if self.listened else ""
         return (
-            f"{self.received} received, {self.answered} answered, "
+            f"{self.received} received, {self.answered} answered{listened}, "
             f"{sum(self.dropped.values())} dropped" + (f" ({drops})" if drops else "")
         )
 

@@ -82,7 +82,8 @@ def render_text(documents: list[Document], now: float | None = None) -> str:
         if reload is None:
             reloaded = "never reloaded"
         else:
-            outcome = "ok" if reload["ok"] else f"FAILED ({len(reload['errors'])} errors)"
+            count = len(reload["errors"])
+            outcome = "ok" if reload["ok"] else f"FAILED ({count} error{'s' if count != 1 else ''})"
             reloaded = f"reloaded {_when(reload['time'], now)}: {outcome}"
         lines.append(
             f"{d['instance']} (pid {d['pid']}, mcastd {d['version']}): "
