@@ -9,6 +9,7 @@ pair.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -120,6 +121,13 @@ def test_status_line_dynamic_user_no_capabilities(machine: Container) -> None:
         ["systemctl", "status", "--no-pager", "--lines=0", INSTANCE], check=False
     ).stdout
     assert f'Status: "{props["StatusText"]}"' in status
+
+    # `mcastd status` finds the unit's control socket in its RuntimeDirectory=.
+    document = json.loads(machine.run(["mcastd", "status", "--json"]).stdout)
+    (daemon,) = document["daemons"]
+    assert daemon["instance"] == "mcastd@239.0.0.9"
+    assert daemon["pid"] == int(props["MainPID"])
+    assert [(e["group"], e["port"]) for e in daemon["endpoints"]] == [(GROUP, 59259)]
 
     proc = machine.run(["cat", f"/proc/{props['MainPID']}/status"]).stdout
     fields = dict(line.split(":", 1) for line in proc.splitlines() if ":" in line)
@@ -237,6 +245,59 @@ def test_kill_9_is_restarted(machine: Container) -> None:
 
     wait_until(restarted, "systemd to restart the killed daemon")
     assert heard(say(machine, GROUP, "again"), "again", GROUP)
+
+
+def test_hung_event_loop_is_restarted_by_the_watchdog(machine: Container) -> None:
+    before = show(machine, INSTANCE, "MainPID", "NRestarts", "WatchdogUSec")
+    assert before["WatchdogUSec"] != "0"
+    # A stopped process sends no WATCHDOG=1: systemd must notice and restart it.
+    machine.run(["kill", "-STOP", before["MainPID"]])
+
+    def restarted() -> bool:
+        now = show(machine, INSTANCE, "MainPID", "NRestarts", "ActiveState")
+        return (
+            now["ActiveState"] == "active"
+            and now["MainPID"] not in ("0", before["MainPID"])
+            and int(now["NRestarts"]) > int(before["NRestarts"])
+        )
+
+    wait_until(restarted, "the watchdog to restart the stopped daemon", timeout=40)
+    messages = [str(e.get("MESSAGE", "")) for e in journal(machine, "-u", INSTANCE)]
+    assert any("Watchdog timeout" in m for m in messages), messages[-10:]
+    assert heard(say(machine, GROUP, "awake"), "awake", GROUP)
+
+
+def test_privileged_port_needs_the_documented_drop_in(
+    machine: Container, record_property: RecordProperty
+) -> None:
+    unit = "mcastd@239.0.0.12.service"
+    machine.write(CONFIG, TWO_PORTS + "  - group: 239.0.0.12\n    ports: [600]\n")
+    assert machine.run(["systemctl", "start", unit], check=False).returncode != 0
+    assert show(machine, unit, "ExecMainStatus")["ExecMainStatus"] == "69"
+
+    # The drop-in of mcastd(8) and docs/systemd.md, word for word.
+    dropin = f"/etc/systemd/system/{unit}.d"
+    machine.run(["mkdir", "-p", dropin])
+    machine.write(
+        f"{dropin}/bind.conf",
+        "[Service]\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE\nPrivateUsers=no\n",
+    )
+    try:
+        machine.run(["systemctl", "daemon-reload"])
+        machine.run(["systemctl", "reset-failed", unit])
+        machine.run(["systemctl", "start", unit])
+        reply = say(machine, "239.0.0.12", "low", port=600)
+        assert reply.stdout.startswith("127.0.0.1:600 HEAR [ LOW SAID"), reply
+        out = machine.run(["systemd-analyze", "security", "--no-pager", unit]).stdout
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+        assert match, out
+        record_property("exposure with the CAP_NET_BIND_SERVICE drop-in", match.group(1))
+    finally:
+        machine.run(["systemctl", "stop", unit], check=False)
+        machine.run(["rm", "-rf", dropin])
+        machine.run(["systemctl", "daemon-reload"])
+        machine.write(CONFIG, TWO_PORTS)
 
 
 def test_autopkgtest_script_passes(machine: Container) -> None:
