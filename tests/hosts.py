@@ -17,6 +17,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -58,16 +59,6 @@ class Host(NetNS):
         except OSError:
             return False
         return True
-
-    def run(self, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.command(argv),
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=timeout,
-            check=False,
-        )
 
     def client(self, family: int = socket.AF_INET, link: str = "eth0") -> socket.socket:
         """A UDP socket on this host, bound to its segment address, multicasting out `link`."""
@@ -263,9 +254,16 @@ def answered_within(
     return False
 
 
-def say(host: Host, *args: str, wait: float = 1.0) -> subprocess.CompletedProcess[str]:
-    """`mcastd say --wait WAIT ARGS...` run on `host`."""
-    return host.run(mcastd_argv("say", "--wait", str(wait), *args))
+def run(netns: NetNS, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """A command run to its end inside `netns`."""
+    return subprocess.run(
+        netns.command(argv), capture_output=True, text=True, cwd=REPO, timeout=timeout, check=False
+    )
+
+
+def say(netns: NetNS, *args: str, wait: float = 1.0) -> subprocess.CompletedProcess[str]:
+    """`mcastd say --wait WAIT ARGS...` run inside `netns` (a host)."""
+    return run(netns, mcastd_argv("say", "--wait", str(wait), *args))
 
 
 def vm_rss_kib(pid: int) -> int:
@@ -296,3 +294,59 @@ def environment(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+# Run with `python -c` inside a namespace: send COUNT datagrams `<tag> <n>` from SOURCE to
+# GROUP:PORT at RATE a second (bounded: it stops after COUNT), count the replies that come
+# back meanwhile and for 0.5 s after, and print {"sent", "replies", "seconds"} as JSON.
+FLOOD = """
+import json, socket, sys, time
+source, group, port, count, rate, tag = sys.argv[1:7]
+port, count, rate = int(port), int(count), float(rate)
+family = socket.AF_INET6 if ":" in group else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM)
+s.bind((source, 0))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+s.setblocking(False)
+got = 0
+def drain():
+    global got
+    try:
+        while True:
+            s.recv(70000)
+            got += 1
+    except BlockingIOError:
+        pass
+start = time.monotonic()
+batch = 20
+for first in range(0, count, batch):
+    due = start + first / rate
+    while time.monotonic() < due:
+        drain()
+        time.sleep(0.0005)
+    for n in range(first, min(first + batch, count)):
+        s.sendto(b"%s %d" % (tag.encode(), n), (group, port))
+elapsed = time.monotonic() - start
+s.settimeout(0.5)
+try:
+    while True:
+        s.recv(70000)
+        got += 1
+except TimeoutError:
+    pass
+print(json.dumps({"sent": count, "replies": got, "seconds": elapsed}))
+"""
+
+
+def flood(
+    netns: NetNS,
+    source: str,
+    group: str,
+    count: int,
+    rate: float,
+    port: int = PORT,
+    tag: str = "flood",
+) -> subprocess.Popen[str]:
+    """Start the FLOOD sender inside `netns`; `.communicate()` gives its JSON line."""
+    argv = [sys.executable, "-c", FLOOD, source, group, str(port), str(count), str(rate), tag]
+    return subprocess.Popen(netns.command(argv), stdout=subprocess.PIPE, text=True)
