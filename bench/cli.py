@@ -83,6 +83,9 @@ def inside(args: argparse.Namespace) -> int:
             )
             and len(results["responders"]) == 2
         )
+        for r in results["responders"]:
+            for s in r["steps"]:
+                print(f"smoke: {r['label']} answered {s['answered']} of {s['sent']}")
         print("smoke: ok" if ok else "smoke: FAILED")
         return 0 if ok else 1
     from bench import report

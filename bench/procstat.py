@@ -50,3 +50,21 @@ def receive_buffers(port: int) -> list[int]:
     """Receive buffer sizes (bytes, as the kernel doubled them) of UDP sockets on `port`."""
     out = subprocess.run(["ss", "-uamnH", f"sport = :{port}"], capture_output=True, text=True)
     return [int(m) for m in re.findall(r"\brb(\d+)", out.stdout)]
+
+
+def cpu_busy(cpu: int | None) -> dict[str, float]:
+    """Seconds one CPU (or all, for None) spent on tasks (user, nice, system, irq) and stolen.
+
+    softirq is left out: on loopback much of it is the responder's own datagrams.
+    """
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    with open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0] == name:
+                user, nice, system, _idle, _iowait, irq, _softirq, steal = map(int, fields[1:9])
+                return {
+                    "task": (user + nice + system + irq) / CLOCK_TICKS,
+                    "steal": steal / CLOCK_TICKS,
+                }
+    raise ValueError(f"no {name} in /proc/stat")

@@ -58,8 +58,16 @@ def markdown(results: dict[str, Any], png: str) -> str:
         f"- Date: {m['date']}; whole run {results.get('total_seconds', 0):.0f} s",
         f"- CPU: {m['cpu']}, nproc {m['nproc']}; kernel {m['kernel']}",
         f"- Python: {m['python']}",
+        f"- mcastd: commit {results.get('mcastd', 'unknown')}",
         f"- Load average {results.get('load_before', '?')} before the run, "
         f"{results.get('load_after', '?')} after (the machine is shared)",
+        f"- Steps measured again because the machine disturbed them: "
+        f"{results.get('retries', {}).get('steps_repeated', 0)}"
+        + (
+            " (the retry budget ran out)"
+            if results.get("retries", {}).get("budget_exhausted")
+            else ""
+        ),
         f"- Each step: {results['count']:,} datagrams of 64 bytes, or {STEP_SECONDS:g} s of "
         f"them if that is more; unpaced: {UNPACED_COUNT:,}"
         + (f"; {PROBE_COUNT:,} for the low-rate probe steps" if _probed(results) else ""),
@@ -130,6 +138,9 @@ def markdown(results: dict[str, Any], png: str) -> str:
                     f"{s['cpu_seconds']:.2f}",
                     _opt(s["cpu_us_per_answer"], ".1f"),
                     "-" if s["rcvbuf_drops"] is None else f"{s['rcvbuf_drops']:,}",
+                    f"{s.get('other_cpu_seconds', 0):.2f}",
+                    f"{s.get('attempts', 1)}"
+                    + (" (still disturbed)" if s.get("disturbed") else ""),
                 ]
             )
     lines += table(
@@ -145,9 +156,11 @@ def markdown(results: dict[str, Any], png: str) -> str:
             "CPU s",
             "CPU us/answer",
             "rcvbuf drops",
+            "others' CPU s",
+            "tries",
         ],
         rows,
-        "lrrrrrrrrrr",
+        "lrrrrrrrrrrrr",
     )
     lines += [
         "Offered: the rate the generator actually sent. Answered rate: replies over the time",
@@ -156,7 +169,12 @@ def markdown(results: dict[str, Any], png: str) -> str:
         "is not counted. CPU: the responder's utime + stime over the step (/proc, 10 ms",
         "ticks). rcvbuf drops: datagrams the kernel dropped because the responder's socket",
         "buffer was full (the responder's own counter in /proc/net/udp; upstream re-creates",
-        "its socket per datagram, so its counter is not meaningful there).",
+        "its socket per datagram, so its counter is not meaningful there). Others' CPU: time",
+        "the responder's CPU spent on anything but the responder (user, system, irq and",
+        "steal, softirq left out) during the step: a large figure marks a disturbed step.",
+        "Every step starts the responder afresh; at each rate the responders take turns. A step",
+        "in which others took more than 5 % of the responder's CPU, or in which the generator",
+        "fell more than 3 % behind its rate, was measured again, up to 3 tries (*tries*).",
         "",
     ]
     lines += _generator(results)

@@ -25,5 +25,5 @@ def test_bench_smoke_run_gets_answers_from_floor_and_mcastd() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "smoke: ok" in done.stdout
-    assert "floor (bare CPython loop): ready" in done.stdout
-    assert "mcastd (shipped config, reply_rate: 0): ready" in done.stdout
+    assert "smoke: floor (bare CPython loop) answered" in done.stdout
+    assert "smoke: mcastd (shipped config, reply_rate: 0) answered" in done.stdout
