@@ -104,13 +104,15 @@ class Segment:
             self.hub.delete()
             raise
 
-    def add(self, role: str, last_octet: int) -> Host:
-        """A new host on the segment at 10.77.0.N/24 and fd77::N/64."""
+    def add(self, role: str, last_octet: int, plugged: bool = True) -> Host:
+        """A new host at 10.77.0.N/24 and fd77::N/64, on the segment unless not `plugged`
+        (then `plug` connects it later)."""
         host = Host(role)
         self.hosts.append(host)
         host.v4 = f"{SUBNET4}.{last_octet}"
         host.v6 = f"{SUBNET6}{last_octet:x}"
-        self.plug(host)
+        if plugged:
+            self.plug(host)
         return host
 
     def plug(self, host: Host, link: str = "eth0", addresses: bool = True) -> None:
