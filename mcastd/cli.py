@@ -97,19 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     config_help = "configuration file (default: $MCASTD_CONFIG, then /etc/mcastd.yaml)"
-    run = commands.add_parser(
-        "run",
-        help="serve the configured groups in the foreground",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    run.add_argument("--config", metavar="FILE", help=config_help)
-    run.add_argument(
-        "--group",
-        action="append",
-        type=group_argument,
-        metavar="GROUP",
-        help="serve only this group (repeatable); unlisted groups get the file's defaults",
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    def config_options(sub: argparse.ArgumentParser, group_help: str) -> None:
+        sub.add_argument("--config", metavar="FILE", help=config_help)
+        sub.add_argument(
+            "--group", action="append", type=group_argument, metavar="GROUP", help=group_help
+        )
+
+    run = command("run", "serve the configured groups in the foreground")
+    config_options(
+        run, "serve only this group (repeatable); unlisted groups get the file's defaults"
     )
     run.add_argument(
         "--log-level",
@@ -136,27 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --detach: lock and pid file (default: /run/mcastd.pid)",
     )
 
-    check = commands.add_parser(
-        "check",
-        help="validate the configuration and summarise it",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    check.add_argument("--config", metavar="FILE", help=config_help)
-    check.add_argument(
-        "--group",
-        action="append",
-        type=group_argument,
-        metavar="GROUP",
-        help="check only what `run --group GROUP` would serve",
-    )
+    check = command("check", "validate the configuration and summarise it")
+    config_options(check, "check only what `run --group GROUP` would serve")
 
-    say_cmd = commands.add_parser(
-        "say",
-        help="send a message to a group and print the replies",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    say_cmd = command("say", "send a message to a group and print the replies")
     say_cmd.add_argument(
         "--group",
         type=group_argument,
@@ -185,12 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     say_cmd.add_argument("message", nargs="*", metavar="MESSAGE", help="the words to send")
 
-    status = commands.add_parser(
-        "status",
-        help="show what each running mcastd hears, per (group, port)",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    status = command("status", "show what each running mcastd hears, per (group, port)")
     status.add_argument("--json", action="store_true", help="machine-readable (docs/status.md)")
     status.add_argument(
         "--socket",
