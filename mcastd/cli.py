@@ -309,7 +309,7 @@ def cmd_say(args: argparse.Namespace) -> int:
         except ConfigError as e:
             fail(str(e))
             return EXIT_CONFIG
-        message = sign(key, args.group, args.port, int(time.time())).encode()
+        message = sign(key, args.group, args.port, time.time()).encode()
     elif args.stop:
         message = b"STOP"
     elif args.message:

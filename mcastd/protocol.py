@@ -222,7 +222,9 @@ class Responder:
         endpoint: Endpoint,
         key: bytes | None = None,
         total: TokenBucket | None = None,
+        started: float = 0.0,
     ) -> None:
+        """`started`: unix time the daemon started; STOPs signed before it are refused."""
         s = endpoint.settings
         self.group = endpoint.group
         self.port = endpoint.port
@@ -234,7 +236,7 @@ class Responder:
         self.stop_allowed = (
             AddressFilter(s.stop.allow_from) if s.stop.allow_from is not None else None
         )
-        self.guard = ReplayGuard(key, s.stop.replay_window) if key is not None else None
+        self.guard = ReplayGuard(key, s.stop.replay_window, started) if key is not None else None
         self.judges_stop = (
             self.guard is not None or not s.stop.enabled or self.stop_allowed is not None
         )

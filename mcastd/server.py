@@ -94,6 +94,7 @@ class Channel:
         "logger",
         "name",
         "responder",
+        "started",
     )
 
     def __init__(
@@ -102,8 +103,10 @@ class Channel:
         listener: net.Listener,
         key: bytes | None,
         total: TokenBucket | None,
+        started: float,
     ) -> None:
         self.listener = listener
+        self.started = started
         self.name = str(endpoint)
         self.logger = group_logger(endpoint.group)
         self.budget = LineBudget(LINES_PER_SECOND)
@@ -116,7 +119,7 @@ class Channel:
         """Apply settings; the protocol state (rate limits, replay memory) starts afresh."""
         self.endpoint = endpoint
         self.key = key
-        self.responder = Responder(endpoint, key, total)
+        self.responder = Responder(endpoint, key, total, self.started)
         self.log_heard = endpoint.log_datagrams and self.logger.isEnabledFor(logging.INFO)
 
     def fields(
@@ -185,6 +188,7 @@ class Server:
         self.buffer_size = RECEIVE_BUFFER
         self.last_status = ""
         self.started = clock()
+        self.started_wall = wall_clock()
         self.last_reload: dict[str, object] | None = None
         self.total = self._total_bucket(config)
 
@@ -222,7 +226,7 @@ class Server:
         listener: net.Listener,
         selector: selectors.BaseSelector | None = None,
     ) -> Channel:
-        channel = Channel(endpoint, listener, self._key(endpoint), self.total)
+        channel = Channel(endpoint, listener, self._key(endpoint), self.total, self.started_wall)
         if endpoint.interface is not None:
             channel.link = net.link_state(endpoint)
         self.channels[endpoint.key] = channel

@@ -188,6 +188,14 @@ def test_a_replayed_stop_is_refused():
     assert guard.check(fresh, GROUP, PORT, T0 + 2) is None
 
 
+def test_a_stop_signed_before_the_daemon_started_is_refused():
+    """It was meant for an earlier run: replaying it after a restart must not work."""
+    guard = ReplayGuard(KEY, 30, not_before=T0 + 10)
+    captured = sign(KEY, GROUP, PORT, T0 + 9.999)
+    assert guard.check(captured, GROUP, PORT, T0 + 12) == StopRefusal.REPLAYED
+    assert guard.check(sign(KEY, GROUP, PORT, T0 + 10.001), GROUP, PORT, T0 + 12) is None
+
+
 def test_signed_text_without_a_key_is_an_ordinary_datagram():
     text = sign(KEY, GROUP, PORT, int(T0)).encode()
     assert kinds(responder().decide(text, SRC, 0.0, T0)) == ["Heard", "Reply"]
