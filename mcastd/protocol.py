@@ -290,10 +290,8 @@ class Responder:
         last = self.refusals_logged.get(address)
         if last is not None and wall - last < REFUSAL_LOG_SECONDS:
             return False
-        if len(self.refusals_logged) >= MAX_TRACKED_SOURCES:
-            self.refusals_logged = {
-                a: t for a, t in self.refusals_logged.items() if wall - t < REFUSAL_LOG_SECONDS
-            }
+        if last is None and len(self.refusals_logged) >= MAX_TRACKED_SOURCES:
+            return False  # a flood of refusals from many sources: counted, not each logged
         self.refusals_logged[address] = wall
         return True
 
@@ -302,6 +300,11 @@ class Responder:
             return False
         return self.total is None or self.total.take(now)
 
-    def prune(self, now: float) -> None:
+    def prune(self, now: float, wall: float) -> None:
+        """Forget state that no longer matters (called about once a second)."""
         if self.limiter is not None:
             self.limiter.prune(now)
+        if self.refusals_logged:
+            self.refusals_logged = {
+                a: t for a, t in self.refusals_logged.items() if wall - t < REFUSAL_LOG_SECONDS
+            }

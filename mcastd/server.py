@@ -429,9 +429,10 @@ class Server:
 
     def tick(self, selector: selectors.BaseSelector, now: float) -> None:
         """Once a second: summarise suppressed lines, refresh STATUS=, cut off slow clients."""
+        wall = self.wall_clock()
         for channel in self.channels.values():
             self.flush_suppressed(channel, now)
-            channel.responder.prune(now)
+            channel.responder.prune(now, wall)
         status = self.status_line()
         if status != self.last_status:
             self.last_status = status
