@@ -63,7 +63,7 @@ def test_only_a_valid_authenticated_stop_stops(site: Site):
         site.netns, f"stop:\n  key_file: {site.daemons.dir / 'stop.key'}\ngroups: [{GROUP}]\n"
     )
     client = site.netns.socket()
-    now = int(time.time())
+    now = time.time()
     forged = {
         "unauthenticated": [b"STOP", b" STOP\n"],  # the plain upstream word
         "malformed": [b"STOP v1 12 34", b"STOP v1 " + b"1" * 13 + b" " + b"0" * 32 + b" " + b"0"],
@@ -131,7 +131,7 @@ def test_a_replayed_stop_does_not_stop_a_restarted_daemon(site: Site):
     config = f"stop:\n  key_file: {site.daemons.dir / 'stop.key'}\ngroups: [{GROUP}]\n"
     first = site.daemons.start(site.netns, config)
     client = site.netns.socket()
-    captured = sign(key, GROUP, PORT, int(time.time())).encode()
+    captured = sign(key, GROUP, PORT, time.time()).encode()
     ask(client, captured, GROUP, PORT)
     assert first.proc.wait(timeout=5) == 0
     second = site.daemons.start(site.netns, config)
@@ -139,7 +139,7 @@ def test_a_replayed_stop_does_not_stop_a_restarted_daemon(site: Site):
     collect(client, quiet=0.5)
     assert second.proc.poll() is None, "a replayed STOP stopped the restarted daemon"
     counters = site.daemons.status(second)[(GROUP, PORT)]
-    assert counters["stop_refused"]["replayed"] + counters["stop_refused"]["stale"] == 1
+    assert counters["stop_refused"]["replayed"] == 1
 
 
 @pytest.mark.parametrize(
