@@ -349,7 +349,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     loss_ax.set_title("Loss")
     ax.legend(loc="upper left", fontsize=8)
     fig.suptitle(
-        f"mcastd bench, {results['machine']['date']}, {results['count']:,} datagrams per step",
+        f"mcastd bench, {results['machine']['date']}: {results['count']:,} datagrams or "
+        f"{STEP_SECONDS:g} s per step, whichever is more",
         fontsize=10,
     )
     fig.tight_layout()

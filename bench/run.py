@@ -539,6 +539,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{m:,.0f}/s vs {f:,.0f}/s = {ratio:.2f}x",
             ratio >= 0.75,
         )
+    if floor and mcastd:
+        for rate in (50_000, 100_000):
+            fs, ms = step_at(floor["steps"], rate), step_at(mcastd["steps"], rate)
+            if fs and ms and fs["cpu_us_per_answer"] and ms["cpu_us_per_answer"]:
+                f, m = fs["cpu_us_per_answer"], ms["cpu_us_per_answer"]
+                add(
+                    f"(figure) responder CPU per answered datagram at {rate // 1000}k/s, mcastd "
+                    "vs floor",
+                    f"{m:.2f} us vs {f:.2f} us = {m / f:.2f}x",
+                    None,
+                )
     if mcastd and upstream:
         m, u = mcastd["zero_loss_rate"], upstream["zero_loss_rate"]
         if u > 0:
