@@ -118,11 +118,11 @@ def test_interface_named_by_its_address_loses_and_regains_it(pair: Pair, family:
     assert daemon.proc.poll() is None
 
 
-@FAMILIES
-def test_interface_deleted_and_created_again(pair: Pair, family: int):
-    daemon = start(pair, "eth0")
-    sock = client(pair, family)
-    group = GROUPS[family]
+@pytest.mark.parametrize("group", ["239.77.0.1", "ff05::77", "ff02::1:77"])
+def test_interface_deleted_and_created_again(pair: Pair, group: str):
+    """ff02::1:77 is link-local in scope: its socket is bound to the interface's index."""
+    daemon = pair.daemons.start(pair.server, f"interface: eth0\ngroups: ['{group}']\n")
+    sock = client(pair, socket.AF_INET6 if ":" in group else socket.AF_INET)
     old_index = pair.server.index("eth0")
     assert answered_within(sock, group, AGAIN_WITHIN)
     pair.segment.unplug(pair.server)
