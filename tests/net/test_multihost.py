@@ -194,3 +194,34 @@ def test_group_replies_reach_a_member_on_another_host_with_the_configured_ttl(
     counters = lan.daemons.status(daemon)[(group, PORT)]
     assert counters["dropped"]["echo"] == 1
     assert balanced(counters)
+
+
+def test_two_group_mode_responders_do_not_answer_each_other(lan: Lan):
+    config = "groups:\n  - group: 239.77.0.3\n    reply: group\n"
+    daemons = [lan.daemons.start(host, config) for host in (lan.d1, lan.d2)]
+    member = lan.stranger.member("239.77.0.3")
+    client = lan.client.client()
+    client.sendto(b"echo chamber", ("239.77.0.3", PORT))
+    heard = replies(member, quiet=1.0)
+    answers = sorted(sender for data, sender, _ in heard if data.startswith(b"HEAR [ "))
+    assert answers == sorted([str(lan.d1.v4), str(lan.d2.v4)])  # one each, then quiet
+    for daemon in daemons:
+        counters = lan.daemons.status(daemon)[("239.77.0.3", PORT)]
+        # The request is answered; its own reply (looped back) and the other's are not.
+        assert (counters["received"], counters["answered"]) == (3, 1)
+        assert counters["dropped"]["echo"] == 2
+        assert balanced(counters)
+
+
+def test_ttl_0_keeps_group_replies_on_the_host_and_unicast_replies_get_1(lan: Lan):
+    config = "ttl: 0\ngroups:\n  - group: 239.77.0.4\n    reply: group\n  - group: 239.77.0.5\n"
+    lan.daemons.start(lan.d1, config)
+    member = lan.stranger.member("239.77.0.4")
+    client = lan.client.client()
+    enable_ttl(client)
+    client.sendto(b"stay home", ("239.77.0.4", PORT))
+    assert [data for data, _, _ in replies(member)] == [b"stay home"]  # no reply left d1
+    client.sendto(b"come here", ("239.77.0.5", PORT))
+    ((data, sender, ttl),) = replies(client)
+    assert data.startswith(b"HEAR [ COME HERE SAID")
+    assert (sender, ttl) == (lan.d1.v4, 1)  # the kernel refuses a unicast TTL of 0
