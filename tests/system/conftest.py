@@ -1,7 +1,9 @@
 """One booted systemd container per session, with the freshly built .deb installed.
 
-The tests in this directory run in file order against that one container and
-each leaves it in the state the next one expects (see test_debian_service.py).
+The tests in this directory run against that one container, module after
+module in MODULE_ORDER and test after test in file order; each leaves it in
+the state the next one expects (see each module's docstring). The package is
+purged at the very end (test_upgrade_and_purge.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,44 @@ from tests.system.container import Container
 REPO = Path(__file__).resolve().parents[2]
 DEB_DIR = "/srv/mcastd-debs"  # inside the container; readable by apt's _apt user
 UPGRADE_SUFFIX = "+rebuild1"
+MODULE_ORDER = (
+    "test_debian_service.py",
+    "test_operator_visibility.py",
+    "test_upgrade_and_purge.py",
+)
+
+GROUP = "239.0.0.9"
+INSTANCE = f"mcastd@{GROUP}.service"
+CONFIG = "/etc/mcastd.yaml"
+# A DynamicUser= UID comes from this range (systemd's default).
+DYNAMIC_UIDS = range(61184, 65520)
+TWO_PORTS = """\
+port: 59259
+groups:
+  - group: 239.0.0.9
+    ports: [59259, 59260]
+  - group: ff05::9
+"""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put this directory's tests in MODULE_ORDER (file order within a module).
+
+    Only their own slots in the session's list are reshuffled: tests elsewhere
+    keep their places.
+    """
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if item.path.parent == here]
+    ours = sorted(
+        (items[i] for i in slots),
+        key=lambda item: (
+            MODULE_ORDER.index(item.path.name)
+            if item.path.name in MODULE_ORDER
+            else len(MODULE_ORDER)
+        ),
+    )
+    for slot, item in zip(slots, ours, strict=True):
+        items[slot] = item
 
 
 @dataclass(frozen=True)
@@ -123,3 +163,17 @@ def journal(c: Container, *match: str) -> list[dict[str, object]]:
     c.run(["journalctl", "--sync"], check=False)
     out = c.run(["journalctl", "-b", "-o", "json", "--no-pager", *match]).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def heard(result: object, text: str, group: str) -> bool:
+    """True if `mcastd say` printed the HEAR reply for `text` from `group`."""
+    out = getattr(result, "stdout", "")
+    return f"HEAR [ {text.upper()} SAID (" in out and out.rstrip().endswith(f"] from {group}")
+
+
+def active_mcastd_units(c: Container) -> list[str]:
+    """The mcastd units that are active right now."""
+    out = c.run(
+        ["systemctl", "list-units", "--no-legend", "--plain", "--state=active", "mcastd*"]
+    ).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]

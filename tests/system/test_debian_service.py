@@ -1,10 +1,10 @@
 """The Debian package under a real systemd, driven as an operator would.
 
-One container for the whole module (see conftest.py); the tests run in file
-order and each leaves the state the next one starts from:
-installed and idle -> one instance -> reload -> stops -> mcastd.service ->
-upgrade -> purge. Every datagram stays on the container's lo or its own veth
-pair.
+The first module on the one container (see conftest.py); the tests run in
+file order and each leaves the state the next one starts from:
+installed and idle -> one instance -> reload -> stops -> mcastd.service
+(enabled and running; test_operator_visibility.py goes on from there).
+Every datagram stays on the container's lo or its own veth pair.
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ from collections.abc import Callable
 import pytest
 
 from tests.system.conftest import (
-    DEB_DIR,
+    CONFIG,
+    DYNAMIC_UIDS,
+    GROUP,
+    INSTANCE,
     REPO,
-    UPGRADE_SUFFIX,
-    Debs,
+    TWO_PORTS,
+    active_mcastd_units,
+    heard,
     journal,
     say,
     show,
@@ -31,18 +35,6 @@ pytestmark = pytest.mark.system
 
 RecordProperty = Callable[[str, object], None]
 
-GROUP = "239.0.0.9"
-INSTANCE = f"mcastd@{GROUP}.service"
-CONFIG = "/etc/mcastd.yaml"
-# A DynamicUser= UID comes from this range (systemd's default).
-DYNAMIC_UIDS = range(61184, 65520)
-TWO_PORTS = """\
-port: 59259
-groups:
-  - group: 239.0.0.9
-    ports: [59259, 59260]
-  - group: ff05::9
-"""
 BROKEN = """\
 port: 59259
 groups:
@@ -51,19 +43,6 @@ groups:
     ttl: 300
   - group: ff05::9
 """
-
-
-def heard(result: object, text: str, group: str) -> bool:
-    """True if `mcastd say` printed the HEAR reply for `text` from `group`."""
-    out = getattr(result, "stdout", "")
-    return f"HEAR [ {text.upper()} SAID (" in out and out.rstrip().endswith(f"] from {group}")
-
-
-def active_mcastd_units(c: Container) -> list[str]:
-    out = c.run(
-        ["systemctl", "list-units", "--no-legend", "--plain", "--state=active", "mcastd*"]
-    ).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
 def test_install_enables_and_starts_nothing(machine: Container) -> None:
@@ -78,6 +57,10 @@ def test_install_enables_and_starts_nothing(machine: Container) -> None:
         assert f"/lib/systemd/system/{unit}" in units
     for page in ("man8/mcastd.8.gz", "man5/mcastd.yaml.5.gz"):
         assert f"/usr/share/man/{page}" in units
+    assert "/usr/lib/systemd/catalog/mcastd.catalog" in units
+    assert "/usr/lib/sysusers.d/mcastd.conf" in units
+    # The postinst made the group that may read the control sockets.
+    assert machine.run(["getent", "group", "mcastd"]).stdout.startswith("mcastd:x:")
 
 
 def test_security_exposure_at_most_1_0(machine: Container, record_property: RecordProperty) -> None:
@@ -341,40 +324,3 @@ def test_instance_of_a_served_group_fails_without_restart(machine: Container) ->
     assert any(f"{GROUP}:59259: address already in use" in m for m in messages), messages[-10:]
     assert show(machine, "mcastd.service", "ActiveState")["ActiveState"] == "active"
     machine.run(["systemctl", "reset-failed", INSTANCE])
-
-
-def test_upgrade_keeps_edited_conffile_and_restarts_running_units(
-    machine: Container, debs: Debs
-) -> None:
-    # State: mcastd.service runs (enabled); add an instance for another group.
-    other = "mcastd@239.0.0.11.service"
-    machine.run(["systemctl", "start", other])
-    edited = TWO_PORTS + "# edited by the operator\n"
-    machine.write(CONFIG, edited)
-    before = {u: show(machine, u, "MainPID")["MainPID"] for u in ("mcastd.service", other)}
-
-    machine.run(["apt-get", "install", "-y", f"{DEB_DIR}/{debs.upgrade.name}"], timeout=120)
-
-    version = machine.run(["dpkg-query", "-W", "-f=${Version}", "mcastd"]).stdout
-    assert version.endswith(UPGRADE_SUFFIX)
-    assert machine.run(["cat", CONFIG]).stdout == edited
-    for unit, pid in before.items():
-        props = show(machine, unit, "MainPID", "ActiveState")
-        assert props["ActiveState"] == "active", unit
-        assert props["MainPID"] != pid, f"{unit} was not restarted"
-    assert show(machine, INSTANCE, "ActiveState")["ActiveState"] == "inactive"
-    assert heard(say(machine, "239.0.0.11", "upgraded"), "upgraded", "239.0.0.11")
-    assert heard(say(machine, GROUP, "upgraded", port=59260), "upgraded", GROUP)
-
-
-def test_purge_removes_conffile_and_stops_everything(machine: Container) -> None:
-    machine.run(["systemctl", "enable", "mcastd@239.0.0.11.service"])
-    machine.run(["apt-get", "purge", "-y", "mcastd"], timeout=120)
-
-    assert active_mcastd_units(machine) == []
-    assert machine.run(["pgrep", "-f", "/usr/bin/mcastd"], check=False).returncode == 1
-    assert machine.run(["test", "-e", CONFIG], check=False).returncode == 1
-    status = machine.run(["dpkg-query", "-W", "-f=${Status}", "mcastd"], check=False).stdout
-    assert "installed" not in status.replace("not-installed", "")
-    leftovers = machine.run(["find", "/etc/systemd/system", "-name", "mcastd*"]).stdout
-    assert leftovers == ""
