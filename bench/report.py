@@ -59,7 +59,8 @@ def markdown(results: dict[str, Any], png: str) -> str:
         f"- CPU: {m['cpu']}, nproc {m['nproc']}; kernel {m['kernel']}",
         f"- Python: {m['python']}",
         f"- mcastd: commit {results.get('mcastd', 'unknown')}",
-        f"- Load average {results.get('load_before', '?')} before the run, "
+        f"- Machine {results.get('busy_before', 0) * 100:.0f} % busy just before the run; "
+        f"load average {results.get('load_before', '?')} before it, "
         f"{results.get('load_after', '?')} after (the machine is shared)",
         f"- Steps measured again because the machine disturbed them: "
         f"{results.get('retries', {}).get('steps_repeated', 0)}"

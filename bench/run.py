@@ -80,7 +80,7 @@ def machine() -> dict[str, str]:
                 mhz = value.strip()
     return {
         "cpu": model + (f" ({float(mhz):.0f} MHz)" if mhz else ""),
-        "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+        "nproc": str(os.cpu_count()),
         "kernel": platform.release(),
         "python": platform.python_version() + f" ({sys.executable})",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -88,13 +88,13 @@ def machine() -> dict[str, str]:
 
 
 def mcastd_version(repo: Path) -> str:
-    """The commit mcastd was run from, and whether mcastd/ or etc/ differed from it."""
+    """The last commit that changed mcastd/ or etc/, and whether they differ from it now."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
         return done.stdout.strip()
 
-    commit = git("log", "-1", "--format=%h %s") or "unknown"
+    commit = git("log", "-1", "--format=%h %s", "--", "mcastd", "etc") or "unknown"
     dirty = git("status", "--porcelain", "--", "mcastd", "etc")
     return commit + (" (plus uncommitted changes in mcastd/ or etc/)" if dirty else "")
 
