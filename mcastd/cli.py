@@ -242,19 +242,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_detached(server, args.pidfile, args.log_level)
     if not open_sockets(server):
         return EXIT_UNAVAILABLE
-    server.run()
-    return EXIT_OK
+    return serve(server)
+
+
+def setup_failed(error: SocketSetupError) -> int:
+    logging.getLogger(DAEMON_LOGGER).error(
+        "%s", error, extra={"MESSAGE_ID": MessageId.SETUP_FAILED.value}
+    )
+    return EXIT_UNAVAILABLE
 
 
 def open_sockets(server: Server) -> bool:
     try:
         server.open()
     except SocketSetupError as e:
-        logging.getLogger(DAEMON_LOGGER).error(
-            "%s", e, extra={"MESSAGE_ID": MessageId.SETUP_FAILED.value}
-        )
+        setup_failed(e)
         return False
     return True
+
+
+def serve(server: Server) -> int:
+    try:
+        server.run()
+    except SocketSetupError as e:
+        return setup_failed(e)
+    return EXIT_OK
 
 
 def run_detached(server: Server, pidfile_path: str, level: str) -> int:
@@ -284,10 +296,9 @@ def run_detached(server: Server, pidfile_path: str, level: str) -> int:
         return EXIT_UNAVAILABLE
     try:
         setup_detached_logging(level)
-        server.run()
+        return serve(server)
     finally:
         context.close()
-    return EXIT_OK
 
 
 def _alive(pid: int) -> bool:

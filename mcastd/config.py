@@ -515,8 +515,16 @@ def parse(text: str, filename: str = "<config>") -> Config:
         raise ConfigError(
             [ConfigProblem(filename, line, col, "", f"not valid YAML: {reason}")]
         ) from e
+    except yaml.reader.ReaderError as e:
+        # A character YAML does not allow (control characters): located by its offset.
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        message = f"not valid YAML: character #x{code:04x} is not allowed"
+        raise ConfigError([ConfigProblem(filename, line, col, "", message)]) from e
     except (yaml.YAMLError, RecursionError, ValueError) as e:
-        raise ConfigError([ConfigProblem(filename, 1, 1, "", f"not valid YAML: {e}")]) from e
+        message = f"not valid YAML: {str(e).splitlines()[0]}"
+        raise ConfigError([ConfigProblem(filename, 1, 1, "", message)]) from e
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
         return Config(filename, Settings(), built_in_defaults().groups)
     entries = checker.mapping(root, "", TOP_KEYS)

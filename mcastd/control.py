@@ -95,9 +95,10 @@ class Connection:
                 self.sock.recv(MAX_DISCARD)
             self.close(selector)
 
-    def close(self, selector: selectors.BaseSelector) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            selector.unregister(self.sock)
+    def close(self, selector: selectors.BaseSelector | None) -> None:
+        if selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(self.sock)
         self.sock.close()
         self.server.clients.discard(self)
 
@@ -112,15 +113,17 @@ class ControlServer:
         self.sock = self._bind()
 
     def _bind(self) -> socket.socket:
-        _remove_stale(self.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock: socket.socket | None = None
         try:
+            _remove_stale(self.path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.setblocking(False)
             sock.bind(self.path)
             os.chmod(self.path, SOCKET_MODE)
             sock.listen(MAX_CLIENTS)
         except OSError as e:
-            sock.close()
+            if sock is not None:
+                sock.close()
             code = e.errno or errno.EINVAL
             raise SocketSetupError(f"control socket {self.path}", code, strerror(code)) from e
         return sock
@@ -146,11 +149,12 @@ class ControlServer:
         for client in [c for c in self.clients if c.deadline <= now]:
             client.close(selector)
 
-    def close(self, selector: selectors.BaseSelector) -> None:
+    def close(self, selector: selectors.BaseSelector | None) -> None:
         for client in list(self.clients):
             client.close(selector)
-        with contextlib.suppress(KeyError, ValueError):
-            selector.unregister(self.sock)
+        if selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(self.sock)
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
@@ -180,10 +184,17 @@ def default_path(environ: dict[str, str] | os._Environ[str] | None = None) -> st
     return os.path.join(runtime, SOCKET_NAME) if runtime else None
 
 
-def find_sockets(root: str = RUNTIME_ROOT) -> list[Path]:
-    """Every instance's control socket: one runtime directory per unit under /run/mcastd."""
+def find_sockets(root: str = RUNTIME_ROOT) -> tuple[list[Path], list[Path]]:
+    """Every instance's control socket (one runtime directory per unit under /run/mcastd),
+    and the runtime directories this user may not enter."""
     base = Path(root)
-    return sorted({*base.glob(f"*/{SOCKET_NAME}"), *base.glob("*.sock")})
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return [], []
+    denied = [d for d in entries if d.is_dir() and not os.access(d, os.X_OK)]
+    found = {*base.glob(f"*/{SOCKET_NAME}"), *base.glob("*.sock")}
+    return sorted(found), sorted(denied)
 
 
 def query(path: str | Path, timeout: float = 2.0) -> dict[str, object]:

@@ -10,6 +10,8 @@ import contextlib
 import errno
 import fcntl
 import ipaddress
+import os
+import resource
 import socket
 import struct
 from collections.abc import Callable, Iterable
@@ -227,10 +229,44 @@ def _explain(stage: str, code: int, endpoint: Endpoint) -> str:
     if code == errno.EAFNOSUPPORT:
         return "IPv6 is not available on this host"
     if code in (errno.EMFILE, errno.ENFILE):
-        return "too many open files: raise LimitNOFILE= (or ulimit -n) for this many groups"
+        return TOO_MANY_FILES
     if code == errno.EADDRNOTAVAIL and stage == "bind":
         return "cannot bind to this group address (a link-local group needs its interface named)"
     return f"{stage} failed: {strerror(code)}"
+
+
+# Descriptors the daemon needs besides one socket per group: the signal wake-up pipe, epoll,
+# the control socket and its clients, sd_notify's per-message socket, the journal.
+DESCRIPTOR_HEADROOM = 16
+TOO_MANY_FILES = "too many open files: raise LimitNOFILE= (or ulimit -n) for this many groups"
+
+
+def check_descriptors(groups: int, fd_dir: str = "/proc/self/fd") -> None:
+    """Fail before opening anything if `groups` sockets would not fit under RLIMIT_NOFILE.
+
+    Running out half-way would leave no descriptor for READY=1 or the event loop itself.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    try:
+        in_use = len(os.listdir(fd_dir))
+    except OSError:
+        in_use = 3  # stdin, stdout, stderr
+    needed = in_use + groups + DESCRIPTOR_HEADROOM
+    if needed > soft:
+        raise SocketSetupError(
+            "open files",
+            errno.EMFILE,
+            f"{TOO_MANY_FILES}: {groups} groups need about {needed}, the limit is {soft}",
+        )
+
+
+def setup_error(where: str, error: OSError) -> SocketSetupError:
+    """An OSError from setting up something other than a group socket, explained."""
+    code = error.errno or errno.EINVAL
+    message = TOO_MANY_FILES if code in (errno.EMFILE, errno.ENFILE) else strerror(code)
+    return SocketSetupError(where, code, message)
 
 
 def _join(sock: socket.socket, joined: Iterable[Membership]) -> None:
@@ -301,19 +337,31 @@ def apply_interface(sock: socket.socket, endpoint: Endpoint, index: int) -> None
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, request)
 
 
+def bound_to_interface(endpoint: Endpoint) -> bool:
+    """True for IPv6 groups of interface- or link-local scope (ff01::, ff02::, ff12:: ...).
+
+    Their socket is bound with the interface index as scope id, so it serves that interface
+    index only: another interface, or the same one re-created, needs a new socket.
+    """
+    if endpoint.family != socket.AF_INET6:
+        return False
+    return ipaddress.IPv6Address(endpoint.group).packed[1] & 0x0F in (1, 2)
+
+
 def rejoin(listener: Listener, endpoint: Endpoint) -> Listener:
     """Join the endpoint's group(s) on its interface as it is now; leave the old ones first.
 
     For a changed interface on reload, and when an interface came back or was re-created.
+    (Not for a group that is `bound_to_interface` on another index: that needs a new socket.)
     """
     joined, index = memberships(endpoint)
     leave(listener)
     try:
         _join(listener.sock, joined)
+        apply_interface(listener.sock, endpoint, index)
     except OSError as e:
         code = e.errno or errno.EINVAL
         raise SocketSetupError(str(endpoint), code, _explain("join", code, endpoint)) from e
-    apply_interface(listener.sock, endpoint, index)
     return Listener(listener.sock, joined, index)
 
 

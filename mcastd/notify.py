@@ -15,7 +15,12 @@ def systemd_sender() -> Sender:
     import systemd.daemon
 
     def send(state: str) -> bool:
-        return bool(systemd.daemon.notify(state))
+        try:
+            return bool(systemd.daemon.notify(state))
+        except OSError:
+            # sd_notify opens a socket per message: at the open-files limit, or with the
+            # notify socket gone, the message is lost; the daemon must not be.
+            return False
 
     return send
 

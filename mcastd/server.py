@@ -210,6 +210,7 @@ class Server:
                 self.wait_for(endpoint)
             else:
                 endpoints.append(endpoint)
+        net.check_descriptors(len(endpoints))
         listeners = net.open_all(endpoints)
         for endpoint in endpoints:
             self.add_channel(endpoint, listeners[endpoint.key])
@@ -218,7 +219,7 @@ class Server:
                 self.control = ControlServer(self.control_path, self.snapshot)
             except SocketSetupError as e:
                 # Serving the groups matters more than being able to show their counters.
-                self.log.error("%s; `mcastd status` will not see this daemon", e)
+                self.log.warning("%s; `mcastd status` will not see this daemon", e)
 
     def add_channel(
         self,
@@ -269,12 +270,34 @@ class Server:
         if self.stop_reason is None:
             self.stop_reason = reason
 
+    def close(self) -> None:
+        """Leave every group and close every socket (what `run` does when it stops)."""
+        for channel in self.channels.values():
+            self.close_channel(channel)
+        self.channels.clear()
+        if self.control is not None:
+            self.control.close(None)
+
     def run(self) -> str:
-        """Serve until STOP, SIGTERM or SIGINT; the sockets must be open (see `open`)."""
-        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        """Serve until STOP, SIGTERM or SIGINT; the sockets must be open (see `open`).
+
+        Raises SocketSetupError (after closing everything) if the loop itself cannot be set
+        up, which happens when the open-files limit was just enough for the groups.
+        """
+        # Made here, not in `open`: --detach closes every descriptor that is not a socket.
+        try:
+            wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            self.close()
+            raise net.setup_error("event loop", e) from e
+        try:
+            selector = selectors.DefaultSelector()
+        except OSError as e:
+            os.close(wake_read)
+            os.close(wake_write)
+            self.close()
+            raise net.setup_error("event loop", e) from e
         previous = self._install_signals(wake_write)
-        # Made here, not earlier: --detach closes every descriptor that is not a socket of ours.
-        selector = selectors.DefaultSelector()
         try:
             selector.register(wake_read, selectors.EVENT_READ, None)
             for channel in self.channels.values():
@@ -290,10 +313,8 @@ class Server:
             self.notifier.stopping(f"stopping: {reason}")
             self.log.info("stopping: %s", reason, extra=event(MessageId.SHUTDOWN))
             for channel in self.channels.values():
-                self.close_channel(channel)
-            self.channels.clear()
-            if self.control is not None:
-                self.control.close(selector)
+                selector.unregister(channel.listener.sock)
+            self.close()
             selector.close()
             restore_signals(previous)
             os.close(wake_read)
@@ -467,11 +488,34 @@ class Server:
             del self.waiting[key]
             self.waiting_errors.pop(key, None)
             self.add_channel(endpoint, listener, selector)
-        for channel in self.channels.values():
+        for channel in list(self.channels.values()):
             if channel.link is not None:
-                self.follow_link(channel, state(channel.endpoint))
+                self.follow_link(channel, state(channel.endpoint), selector)
 
-    def follow_link(self, channel: Channel, now: net.LinkState) -> None:
+    def rejoin(
+        self, channel: Channel, endpoint: Endpoint, selector: selectors.BaseSelector
+    ) -> None:
+        """Join again on the endpoint's interface as it is now (raises SocketSetupError)."""
+        old_index = channel.listener.ifindex
+        if not net.bound_to_interface(endpoint) or net.memberships(endpoint)[1] == old_index:
+            channel.listener = net.rejoin(channel.listener, endpoint)
+            return
+        # The socket is tied to the old interface index: it must be replaced, and the port
+        # is ours (no SO_REUSEADDR), so the old one is closed first.
+        selector.unregister(channel.listener.sock)
+        net.close_listener(channel.listener)
+        try:
+            channel.listener = net.open_listener(endpoint)
+        except SocketSetupError:
+            # No socket now: serve it again like a group waiting for its interface.
+            del self.channels[endpoint.key]
+            self.waiting[endpoint.key] = endpoint
+            raise
+        selector.register(channel.listener.sock, selectors.EVENT_READ, channel)
+
+    def follow_link(
+        self, channel: Channel, now: net.LinkState, selector: selectors.BaseSelector
+    ) -> None:
         before = channel.link
         if before is None or now == before:
             return
@@ -483,7 +527,7 @@ class Server:
             channel.logger.warning("%s: interface %s is down", channel.name, iface, extra=fields)
         else:
             try:
-                channel.listener = net.rejoin(channel.listener, channel.endpoint)
+                self.rejoin(channel, channel.endpoint, selector)
             except SocketSetupError as e:
                 channel.logger.error("%s: re-joining failed: %s", channel.name, e.message)
                 return  # `link` stays as it was: the next poll tries again
@@ -625,7 +669,7 @@ class Server:
         if old == endpoint and stop_key == channel.key and channel.responder.total is self.total:
             return
         if (old.interface, old.sources) != (endpoint.interface, endpoint.sources):
-            channel.listener = net.rejoin(channel.listener, endpoint)
+            self.rejoin(channel, endpoint, selector)
             channel.link = None if endpoint.interface is None else net.link_state(endpoint)
         if old.ttl != endpoint.ttl:
             net.apply_ttl(channel.listener.sock, endpoint)

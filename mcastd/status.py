@@ -15,9 +15,16 @@ Document = dict[str, Any]
 
 def gather(sockets: Sequence[str], runtime_root: str) -> tuple[list[Document], list[str]]:
     """Snapshots of the daemons at `sockets` (or all found under runtime_root), and problems."""
-    paths = [Path(s) for s in sockets] if sockets else find_sockets(runtime_root)
     found: list[Document] = []
     problems: list[str] = []
+    if sockets:
+        paths = [Path(s) for s in sockets]
+    else:
+        paths, denied = find_sockets(runtime_root)
+        problems.extend(
+            f"{d}: permission denied (only root and the group mcastd may read status)"
+            for d in denied
+        )
     for path in paths:
         try:
             document = query(path)

@@ -197,6 +197,10 @@ groups:
             ["f.yaml:2:1: not valid YAML: expected the node content, but found '<stream end>'"],
         ),
         ("a: *nothing\n", ["f.yaml:1:4: not valid YAML: found undefined alias 'nothing'"]),
+        (
+            "groups: [239.0.0.9]\n\x07\n",
+            ["f.yaml:2:1: not valid YAML: character #x0007 is not allowed"],
+        ),
     ],
 )
 def test_errors_are_one_line_each_with_line_and_column(text: str, expected: list[str]):
