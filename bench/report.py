@@ -180,6 +180,7 @@ def markdown(results: dict[str, Any], png: str) -> str:
     ]
     lines += _generator(results)
     lines += _scale(results)
+    lines += _hotpath(results)
     lines += _profile(results)
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
@@ -275,6 +276,34 @@ def _scale(results: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _hotpath(results: dict[str, Any]) -> list[str]:
+    hot = results.get("hotpath")
+    if not hot:
+        return []
+
+    def fmt(value: Any) -> str:
+        return f"{value:.2f} us" if isinstance(value, float) else str(value)
+
+    return [
+        "## mcastd's own Python work per datagram",
+        "",
+        "`Server.serve` driven with a stand-in socket (`recvfrom` hands out the same 64-byte",
+        "datagram, `sendto` does nothing), so that only the daemon's Python work is timed:",
+        "the decision, the dispatch of its actions, the counters. Unlike the rate steps,",
+        "this figure hardly moves between runs on a shared machine (`bench/hotpath.py`).",
+        "",
+        *table(
+            ["code", "Python work per datagram"],
+            [
+                ["mcastd, shipped config with reply_rate: 0", fmt(hot.get("mcastd"))],
+                ["mcastd, log_datagrams: false too", fmt(hot.get("mcastd-nolog"))],
+                ["the floor's loop (`bytes.upper()`)", fmt(hot.get("floor"))],
+            ],
+            "lr",
+        ),
+    ]
 
 
 def _profile(results: dict[str, Any]) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import configs, hotspots, procstat
+from bench import configs, hotpath, hotspots, procstat
 from bench.loadgen import Generator, LoadResult
 from bench.responders import (
     GROUP,
@@ -550,6 +550,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{m:.2f} us vs {f:.2f} us = {m / f:.2f}x",
                     None,
                 )
+    hot = results.get("hotpath") or {}
+    if isinstance(hot.get("mcastd"), float):
+        add(
+            "(figure) Python work per datagram in Server.serve (stub socket), mcastd vs the "
+            "floor's loop",
+            f"{hot['mcastd']:.2f} us vs {hot['floor']:.2f} us",
+            None,
+        )
     if mcastd and upstream:
         m, u = mcastd["zero_loss_rate"], upstream["zero_loss_rate"]
         if u > 0:
@@ -651,6 +659,17 @@ def run(repo: Path, workdir: Path, binary: Path, count: int, smoke: bool) -> dic
             rate = int(max(20_000, min(100_000, zero["zero_loss_rate"])))
             log(f"mcastd (shipped config as is) memory over {MEMORY_LARGE:,} datagrams:")
             results["memory"] = bench.memory_growth(rate)
+            log("Python work per datagram in Server.serve (stub socket, no kernel):")
+            texts = {
+                name: configs.variant(repo, workdir, f"hot-{name}", **top).read_text()
+                for name, top in (
+                    ("mcastd", UNLIMITED),
+                    ("mcastd-nolog", {**UNLIMITED, "log_datagrams": False}),
+                )
+            }
+            results["hotpath"] = hotpath.measure(repo, texts)
+            for name, cost in results["hotpath"].items():
+                log(f"  {name:<13} " + (f"{cost:.3f} us" if isinstance(cost, float) else cost))
             log("mcastd (reply_rate: 0) profile under load:")
             results["profile"] = bench.profile(PROFILE_RATE)
     finally:
