@@ -78,7 +78,10 @@ def markdown(results: dict[str, Any], png: str) -> str:
     ]
     lines += table(
         ["target", "figure", "result"],
-        [[t["target"], t["figure"], f"**{t['result']}**"] for t in results["targets"]],
+        [
+            [t["target"], t["figure"], f"**{t['result']}**" if t["result"] != "figure" else ""]
+            for t in results["targets"]
+        ],
         "llr",
     )
     lines += ["## Summary", ""]
@@ -179,6 +182,7 @@ def markdown(results: dict[str, Any], png: str) -> str:
         "",
     ]
     lines += _generator(results)
+    lines += _upstream(results)
     lines += _scale(results)
     lines += _hotpath(results)
     lines += _profile(results)
@@ -212,6 +216,31 @@ def _generator(results: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _upstream(results: dict[str, Any]) -> list[str]:
+    up = next((r for r in results["responders"] if r["name"] == "upstream"), None)
+    if up is None:
+        return []
+    lossy = [s for s in up["steps"] if s["answered"] < s["sent"]]
+    if not lossy:
+        return []
+    first = lossy[0]
+    worst = max(up["steps"], key=lambda s: s["loss"])
+    return [
+        "## What upstream does",
+        "",
+        f"Upstream `HEAR` first lost datagrams at {_rate(first['rate'])} "
+        f"({first['loss'] * 100:.2f} %), lost {worst['loss'] * 100:.0f} % at "
+        f"{_rate(worst['rate'])}, and never answered more than "
+        f"{max(s['answered_rate'] for s in up['steps']):,.0f}/s: it closes and re-joins its",
+        "socket after every datagram, so whatever arrives meanwhile finds no member socket",
+        "(which is also why its socket's drop counter says nothing), and it answers each",
+        "datagram from a new socket. It used "
+        f"{max(s['cpu_us_per_answer'] or 0 for s in up['steps'] if s['rate'] == 1_000):.0f} "
+        "us of CPU per answered datagram at 1,000/s.",
+        "",
+    ]
 
 
 def _scale(results: dict[str, Any]) -> list[str]:
@@ -315,8 +344,10 @@ def _profile(results: dict[str, Any]) -> list[str]:
         "",
         f"py-spy, {prof['samples']:,} samples while the generator offered {prof['rate']:,}/s "
         f"({prof['answered']:,} of {prof['sent']:,} answered). Self: the function was the",
-        "innermost frame; total: it was anywhere on the stack. `<idle>`-like entries (the",
-        "selector's `select`) are time spent waiting.",
+        "innermost frame; total: it was anywhere on the stack. A C call (`recvfrom`,",
+        "`sendto`, the kernel work behind them) counts as self time of the Python function",
+        "that made it. `EpollSelector.select` is time spent waiting; `<lambda> (<string>)`",
+        "is the `__new__` of the NamedTuple actions (`Heard`, `Reply`).",
         "",
     ]
     lines += table(
@@ -341,8 +372,11 @@ def _method() -> list[str]:
         "- The generator is compiled with gcc at bench time. It sends 64-byte datagrams",
         "  (`seq=NNNNNNNNNN` padded) to 239.0.0.9:59259 on a fixed schedule, drains replies",
         "  while it waits, and matches each reply to its sequence number.",
-        "- Each responder is started in turn on the same group and port, pinned to the other",
-        "  CPU, and sees every step while it keeps running: 1k to 200k/s, then unpaced.",
+        "- Each responder is started afresh for every step, on the same group and port,",
+        "  pinned to the other CPU; at each rate (1k to 200k/s, then unpaced) the responders",
+        "  take turns, so that outside load on this shared VM hits one step of one responder",
+        "  rather than every later step of whichever ran then. Before it starts, the bench",
+        "  waits (at most 5 minutes) for the machine to be idle.",
         "- mcastd runs as `PYTHONPATH=. python -m mcastd run --config etc/mcastd.yaml` (or a",
         "  temporary copy with one key changed), readiness taken from its `READY=1`.",
         "- Upstream runs as `python -m multicast --daemon HEAR --port 59259 --group 239.0.0.9`.",
