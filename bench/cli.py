@@ -36,6 +36,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="first wait at most this long for the machine to be idle (default 300)",
     )
     p.add_argument(
+        "--mcastd-root",
+        type=Path,
+        metavar="DIR",
+        help="benchmark the mcastd/ and etc/ under DIR (a candidate change) instead of this "
+        "checkout's; prints the figures and writes no report",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help=f"render docs/benchmarks.* again from {LAST_RUN.name} without running",
@@ -47,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     raw = list(argv) if argv is not None else __import__("sys").argv[1:]
     os.environ.setdefault(START_ENV, str(time.time()))
+    if args.mcastd_root is not None:
+        # the re-executed bench runs from the repository root: pass the path absolute
+        raw = [a for a in raw if not a.startswith("--mcastd-root")]
+        raw = [a for a in raw if a != str(args.mcastd_root)]
+        raw += ["--mcastd-root", str(args.mcastd_root.resolve())]
     if args.report_only:
         if not bootstrap.in_venv():
             bootstrap.reexec(str(bootstrap.ensure_venv()), raw)
@@ -97,7 +109,8 @@ def inside(args: argparse.Namespace) -> int:
         count = 2_000 if args.smoke else args.count
         busy = 0.0 if args.smoke else wait_for_quiet(args.wait_quiet)
         load_before = loadavg()
-        results = run.run(bootstrap.REPO, workdir, binary, count, args.smoke)
+        root = args.mcastd_root.resolve() if args.mcastd_root else bootstrap.REPO
+        results = run.run(root, workdir, binary, count, args.smoke)
         results["load_before"], results["load_after"] = load_before, loadavg()
         results["busy_before"] = busy
     finally:
@@ -119,6 +132,11 @@ def inside(args: argparse.Namespace) -> int:
                 print(f"smoke: {r['label']} answered {s['answered']} of {s['sent']}")
         print("smoke: ok" if ok else "smoke: FAILED")
         return 0 if ok else 1
+    if args.mcastd_root:
+        out = bootstrap.VENV / "candidate-run.json"
+        out.write_text(json.dumps(results, indent=1))
+        print(f"candidate run saved in {out}; docs/ left as they are")
+        return 0
     from bench import report
 
     LAST_RUN.write_text(json.dumps(results, indent=1))
