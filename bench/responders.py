@@ -39,6 +39,9 @@ class Spec:
     argv: tuple[str, ...]
     notify: bool
     env: dict[str, str] = field(default_factory=dict)
+    # `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH: mcastd
+    # runs from its own tree so that a candidate tree (--mcastd-root) is the one imported.
+    cwd: Path | None = None
 
 
 def floor_spec() -> Spec:
@@ -57,6 +60,7 @@ def mcastd_spec(name: str, label: str, repo: Path, config: Path, *extra: str) ->
         (sys.executable, "-m", "mcastd", "run", "--config", str(config), *extra),
         notify=True,
         env={"PYTHONPATH": str(repo)},
+        cwd=repo,
     )
 
 
@@ -121,6 +125,7 @@ class Running:
         self.proc = subprocess.Popen(
             spec.argv,
             env=env,
+            cwd=spec.cwd,
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=self.log,
