@@ -114,21 +114,26 @@ def decide(
     except UnicodeDecodeError:
         return (Drop(DropReason.NOT_UTF8),)
     heard = Heard(text)
-    stop = is_stop(text)
+    stop = STOP_WORD in text and is_stop(text)  # the substring test is the cheap one
     if reply == "none":
         return (heard, Stop(source)) if stop else (heard,)
-    data = reply_text(text, source, group).encode("utf-8")
+    shout = text.upper().encode("utf-8")
     answer: Action
-    if len(data) > len(payload) + len(reply_text("", source, group)):
+    if len(shout) > len(payload):
         # Upper-casing can make text longer (U+0149 becomes two letters, 3 bytes from 2): a
         # reply is never larger than the request plus the fixed HEAR text, so it cannot be
         # used to amplify traffic towards a forged source.
         answer = Drop(DropReason.AMPLIFYING)
-    elif len(data) > (MAX_PAYLOAD_IPV6 if ":" in group else MAX_PAYLOAD_IPV4):
-        answer = Drop(DropReason.REPLY_TOO_LARGE)  # no UDP datagram can carry it
     else:
-        destination = (group, port) if reply == "group" else (source[0], source[1])
-        answer = Reply(data, destination)
+        # reply_text(), built from the upper-cased bytes already at hand
+        data = b"".join(
+            (b"HEAR [ ", shout, f" SAID ('{source[0]}', {source[1]}) ] from {group}".encode())
+        )
+        if len(data) > (MAX_PAYLOAD_IPV6 if ":" in group else MAX_PAYLOAD_IPV4):
+            answer = Drop(DropReason.REPLY_TOO_LARGE)  # no UDP datagram can carry it
+        else:
+            destination = (group, port) if reply == "group" else (source[0], source[1])
+            answer = Reply(data, destination)
     return (heard, answer, Stop(source)) if stop else (heard, answer)
 
 
@@ -241,6 +246,7 @@ class Responder:
             self.guard is not None or not s.stop.enabled or self.stop_allowed is not None
         )
         self.refusals_logged: dict[str, float] = {}
+        self.limited = self.limiter is not None or total is not None
 
     def decide(
         self, payload: bytes, source: tuple[str, int], now: float, wall: float
@@ -256,7 +262,12 @@ class Responder:
         text: str = heard.text
         if self.judges_stop and self._stop_requested(text):
             actions = self._judge_stop(actions, text, source, wall)
-        if len(actions) > 1 and actions[1].__class__ is Reply and not self._may_reply(address, now):
+        if (
+            self.limited
+            and len(actions) > 1
+            and actions[1].__class__ is Reply
+            and not self._may_reply(address, now)
+        ):
             actions = (heard, Drop(DropReason.RATE_LIMITED), *actions[2:])
         return actions
 

@@ -30,6 +30,7 @@ from mcastd.messages import MessageId
 from mcastd.notify import Notifier
 from mcastd.protocol import (
     RECEIVE_BUFFER,
+    Action,
     Drop,
     DropReason,
     Heard,
@@ -89,6 +90,7 @@ class Channel:
         "endpoint",
         "key",
         "link",
+        "listen_only",
         "listener",
         "log_heard",
         "logger",
@@ -121,6 +123,7 @@ class Channel:
         self.key = key
         self.responder = Responder(endpoint, key, total, self.started)
         self.log_heard = endpoint.log_datagrams and self.logger.isEnabledFor(logging.INFO)
+        self.listen_only = endpoint.reply == "none"
 
     def fields(
         self, source: tuple[str, int] | None = None, message_id: MessageId | None = None
@@ -372,51 +375,67 @@ class Server:
         recvfrom = channel.listener.sock.recvfrom
         counters = channel.counters
         decide = channel.responder.decide
-        listen_only = channel.endpoint.reply == "none"
         size = self.buffer_size
         wall = self.wall_clock()
-        for _ in range(BATCH):
-            try:
-                payload, source = recvfrom(size)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                # A pending ICMP error or similar: counted, the socket stays in service.
-                counters.dropped[RECEIVE_ERROR] += 1
-                channel.logger.warning("%s: receive failed: %s", channel.name, e.strerror)
-                return
-            counters.received += 1
-            counters.bytes_in += len(payload)
-            counters.last_source = source
-            counters.last_heard = now
-            for action in decide(payload, source, now, wall):
-                kind = action.__class__
-                if kind is Reply:
-                    self._send(channel, action, now)  # type: ignore[arg-type]
-                elif kind is Heard:
-                    if listen_only:
-                        counters.listened += 1
-                    if channel.log_heard and channel.budget.take(now):
-                        channel.logger.info(
-                            "%s heard %s from %s",
-                            channel.name,
-                            quote(action.text),  # type: ignore[union-attr]
-                            format_source(source),
-                            extra=channel.fields(source),
-                        )
-                elif kind is Drop:
-                    counters.dropped[action.reason.value] += 1  # type: ignore[union-attr]
-                elif kind is Refused:
-                    self._refused(channel, action, source)  # type: ignore[arg-type]
-                elif kind is Stop:
-                    channel.logger.warning(
-                        "%s: STOP from %s accepted",
-                        channel.name,
-                        format_source(source),
-                        extra=channel.fields(source, MessageId.STOP_ACCEPTED),
-                    )
-                    self.request_stop(f"STOP from {format_source(source)} on {channel.name}")
+        received = bytes_in = 0
+        source = None
+        try:
+            for _ in range(BATCH):
+                try:
+                    payload, source = recvfrom(size)
+                except BlockingIOError:
                     return
+                except OSError as e:
+                    # A pending ICMP error or similar: counted, the socket stays in service.
+                    counters.dropped[RECEIVE_ERROR] += 1
+                    channel.logger.warning("%s: receive failed: %s", channel.name, e.strerror)
+                    return
+                received += 1
+                bytes_in += len(payload)
+                if not self.carry_out(channel, decide(payload, source, now, wall), source, now):
+                    return
+        finally:
+            # Counted per batch, not per datagram: the loop is the daemon's hot path.
+            if received:
+                counters.received += received
+                counters.bytes_in += bytes_in
+                counters.last_source = source
+                counters.last_heard = now
+
+    def carry_out(
+        self, channel: Channel, actions: tuple[Action, ...], source: tuple[str, int], now: float
+    ) -> bool:
+        """Do what `decide` said for one datagram; False once the daemon is to stop."""
+        counters = channel.counters
+        for action in actions:
+            kind = action.__class__
+            if kind is Reply:
+                self._send(channel, action, now)  # type: ignore[arg-type]
+            elif kind is Heard:
+                if channel.listen_only:
+                    counters.listened += 1
+                if channel.log_heard and channel.budget.take(now):
+                    channel.logger.info(
+                        "%s heard %s from %s",
+                        channel.name,
+                        quote(action.text),  # type: ignore[union-attr]
+                        format_source(source),
+                        extra=channel.fields(source),
+                    )
+            elif kind is Drop:
+                counters.dropped[action.reason.value] += 1  # type: ignore[union-attr]
+            elif kind is Refused:
+                self._refused(channel, action, source)  # type: ignore[arg-type]
+            elif kind is Stop:
+                channel.logger.warning(
+                    "%s: STOP from %s accepted",
+                    channel.name,
+                    format_source(source),
+                    extra=channel.fields(source, MessageId.STOP_ACCEPTED),
+                )
+                self.request_stop(f"STOP from {format_source(source)} on {channel.name}")
+                return False
+        return True
 
     def _refused(self, channel: Channel, refused: Refused, source: tuple[str, int]) -> None:
         channel.counters.stop_refused[refused.reason.value] += 1
