@@ -247,11 +247,14 @@ class Responder:
         )
         self.refusals_logged: dict[str, float] = {}
         self.limited = self.limiter is not None or total is not None
+        self.undefended = not (self.limited or self.judges_stop or self.allowed is not None)
 
     def decide(
         self, payload: bytes, source: tuple[str, int], now: float, wall: float
     ) -> tuple[Action, ...]:
         """Actions for one datagram; `now` is monotonic seconds, `wall` unix time."""
+        if self.undefended:
+            return decide(payload, source, self.group, self.port, self.reply, now)
         address = source[0]
         if self.allowed is not None and address not in self.allowed:
             return (Drop(DropReason.NOT_ALLOWED),)

@@ -372,12 +372,13 @@ class Server:
 
     def serve(self, channel: Channel, now: float) -> None:
         """Handle up to BATCH datagrams waiting on one socket."""
-        recvfrom = channel.listener.sock.recvfrom
+        sock = channel.listener.sock
+        recvfrom, sendto = sock.recvfrom, sock.sendto
         counters = channel.counters
         decide = channel.responder.decide
         size = self.buffer_size
         wall = self.wall_clock()
-        received = bytes_in = 0
+        received = bytes_in = answered = bytes_out = 0
         source = None
         try:
             for _ in range(BATCH):
@@ -392,15 +393,42 @@ class Server:
                     return
                 received += 1
                 bytes_in += len(payload)
-                if not self.carry_out(channel, decide(payload, source, now, wall), source, now):
+                actions = decide(payload, source, now, wall)
+                if len(actions) == 2 and actions[1].__class__ is Reply:
+                    # The common case, (Heard, Reply), done here without further calls.
+                    if channel.log_heard:
+                        self.log_heard(channel, actions[0], source, now)  # type: ignore[arg-type]
+                    data, destination = actions[1]
+                    try:
+                        sendto(data, destination)
+                    except OSError as e:
+                        self.send_failed(channel, destination, e, now)
+                    else:
+                        answered += 1
+                        bytes_out += len(data)
+                elif not self.carry_out(channel, actions, source, now):
                     return
         finally:
             # Counted per batch, not per datagram: the loop is the daemon's hot path.
             if received:
                 counters.received += received
                 counters.bytes_in += bytes_in
+                counters.answered += answered
+                counters.bytes_out += bytes_out
                 counters.last_source = source
                 counters.last_heard = now
+
+    def log_heard(
+        self, channel: Channel, heard: Heard, source: tuple[str, int], now: float
+    ) -> None:
+        if channel.budget.take(now):
+            channel.logger.info(
+                "%s heard %s from %s",
+                channel.name,
+                quote(heard.text),
+                format_source(source),
+                extra=channel.fields(source),
+            )
 
     def carry_out(
         self, channel: Channel, actions: tuple[Action, ...], source: tuple[str, int], now: float
@@ -414,14 +442,8 @@ class Server:
             elif kind is Heard:
                 if channel.listen_only:
                     counters.listened += 1
-                if channel.log_heard and channel.budget.take(now):
-                    channel.logger.info(
-                        "%s heard %s from %s",
-                        channel.name,
-                        quote(action.text),  # type: ignore[union-attr]
-                        format_source(source),
-                        extra=channel.fields(source),
-                    )
+                if channel.log_heard:
+                    self.log_heard(channel, action, source, now)  # type: ignore[arg-type]
             elif kind is Drop:
                 counters.dropped[action.reason.value] += 1  # type: ignore[union-attr]
             elif kind is Refused:
@@ -449,23 +471,27 @@ class Server:
             )
 
     def _send(self, channel: Channel, reply: Reply, now: float) -> None:
-        counters = channel.counters
         try:
             channel.listener.sock.sendto(reply.data, reply.destination)
         except OSError as e:
-            # Full send buffer, unreachable sender, firewall: this reply is lost, not the daemon.
-            counters.dropped[SEND_FAILED] += 1
-            if channel.budget.take(now):
-                channel.logger.warning(
-                    "%s: reply to %s failed: %s",
-                    channel.name,
-                    format_source(reply.destination),
-                    e.strerror or e,
-                    extra=channel.fields(reply.destination),
-                )
+            self.send_failed(channel, reply.destination, e, now)
             return
-        counters.answered += 1
-        counters.bytes_out += len(reply.data)
+        channel.counters.answered += 1
+        channel.counters.bytes_out += len(reply.data)
+
+    def send_failed(
+        self, channel: Channel, destination: tuple[str, int], error: OSError, now: float
+    ) -> None:
+        # Full send buffer, unreachable sender, firewall: this reply is lost, not the daemon.
+        channel.counters.dropped[SEND_FAILED] += 1
+        if channel.budget.take(now):
+            channel.logger.warning(
+                "%s: reply to %s failed: %s",
+                channel.name,
+                format_source(destination),
+                error.strerror or error,
+                extra=channel.fields(destination),
+            )
 
     def tick(self, selector: selectors.BaseSelector, now: float) -> None:
         """Once a second: summarise suppressed lines, refresh STATUS=, cut off slow clients."""
