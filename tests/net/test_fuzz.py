@@ -14,12 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from typing import NamedTuple
 
 import pytest
 
-from tests.hosts import PORT, Daemons, balanced, udp_drops, vm_rss_kib
+from tests.hosts import PORT, balanced, udp_drops, vm_rss_kib
+from tests.net.conftest import Site
 from tests.netns import NetNS, ask
 
 pytestmark = pytest.mark.net
@@ -78,22 +77,6 @@ for i in range(count):
     sizes.append(len(d))
 print(json.dumps({"sent": count, "largest": max(sizes), "empty": sizes.count(0)}))
 """
-
-
-class Site(NamedTuple):
-    netns: NetNS
-    daemons: Daemons
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    netns = NetNS("mcastd-h")
-    daemons = Daemons()
-    try:
-        yield Site(netns, daemons)
-    finally:
-        daemons.close()
-        netns.delete()
 
 
 def fuzz(netns: NetNS, count: int, seed: int) -> subprocess.Popen[str]:

@@ -9,35 +9,18 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
 from mcastd.stopauth import sign
-from tests.hosts import PORT, Daemons, balanced, environment, flood, replies, say
+from tests.hosts import PORT, balanced, environment, flood, replies, say
+from tests.net.conftest import Site
 from tests.netns import Daemon, NetNS, ask, collect
 
 pytestmark = pytest.mark.net
 
 GROUP = "239.0.0.9"
-
-
-class Site(NamedTuple):
-    netns: NetNS
-    daemons: Daemons
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    netns = NetNS("mcastd-h")
-    daemons = Daemons()
-    try:
-        yield Site(netns, daemons)
-    finally:
-        daemons.close()
-        netns.delete()
 
 
 def write_key(path: Path) -> bytes:
