@@ -18,6 +18,7 @@ from mcastd.config import (
     Endpoint,
     Settings,
     canonical_group,
+    format_address,
     load,
     read_key,
     resolve_path,
@@ -331,9 +332,8 @@ def cmd_say(args: argparse.Namespace) -> int:
     replies = 0
     try:
         for sender, data in say(endpoint, message, args.wait):
-            host, port = sender
-            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            print(f"{where} {data.decode('utf-8', errors='replace')}", flush=True)
+            text = data.decode("utf-8", errors="replace")
+            print(f"{format_address(*sender)} {text}", flush=True)
             replies += 1
     except SocketSetupError as e:
         fail(str(e))

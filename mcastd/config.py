@@ -110,7 +110,7 @@ class Endpoint:
         return self.settings.log_datagrams
 
     def __str__(self) -> str:
-        return f"[{self.group}]:{self.port}" if ":" in self.group else f"{self.group}:{self.port}"
+        return format_address(self.group, self.port)
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,11 @@ def built_in_defaults() -> Config:
     settings = Settings()
     groups = tuple(GroupConfig(g, (settings.port,), settings) for g in DEFAULT_GROUPS)
     return Config(BUILT_IN, settings, groups)
+
+
+def format_address(host: str, port: int) -> str:
+    """`239.0.0.9:59259`, `[ff05::9]:59259`: an address and port as operators write them."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def canonical_group(text: str) -> str | None:

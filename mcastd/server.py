@@ -22,7 +22,7 @@ from types import FrameType
 from typing import NamedTuple
 
 from mcastd import __version__, net
-from mcastd.config import Config, Endpoint
+from mcastd.config import Config, Endpoint, format_address
 from mcastd.control import ControlServer
 from mcastd.errors import ConfigError, SocketSetupError
 from mcastd.journal import DAEMON_LOGGER, LineBudget, group_logger
@@ -141,8 +141,7 @@ class Channel:
 
 
 def format_source(source: tuple[str, int] | tuple[str, int, int, int]) -> str:
-    host, port = source[0], source[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(source[0], source[1])
 
 
 def quote(text: str) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mcastd.config import format_address
 from mcastd.control import find_sockets, query
 
 Document = dict[str, Any]
@@ -101,9 +102,7 @@ def render_text(documents: list[Document], now: float | None = None) -> str:
         rows = [header]
         details = []
         for e in d["endpoints"]:
-            name = (
-                f"[{e['group']}]:{e['port']}" if ":" in e["group"] else f"{e['group']}:{e['port']}"
-            )
+            name = format_address(e["group"], e["port"])
             dropped = {k: v for k, v in e["dropped"].items() if v}
             rows.append(
                 (
