@@ -27,7 +27,7 @@ from mcastd.config import (
 from mcastd.control import RUNTIME_ROOT, default_path
 from mcastd.errors import ConfigError, SocketSetupError
 from mcastd.journal import DAEMON_LOGGER, setup_detached_logging, setup_logging
-from mcastd.messages import MessageId
+from mcastd.messages import MessageId, event
 from mcastd.notify import Notifier, watchdog_interval
 from mcastd.server import Server
 from mcastd.status import gather, only_groups, render_json, render_text
@@ -229,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "mcastd %s starting with %s",
         __version__,
         config.source,
-        extra={"MESSAGE_ID": MessageId.STARTING.value},
+        extra=event(MessageId.STARTING),
     )
     server = Server(
         config,
@@ -247,9 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def setup_failed(error: SocketSetupError) -> int:
-    logging.getLogger(DAEMON_LOGGER).error(
-        "%s", error, extra={"MESSAGE_ID": MessageId.SETUP_FAILED.value}
-    )
+    logging.getLogger(DAEMON_LOGGER).error("%s", error, extra=event(MessageId.SETUP_FAILED))
     return EXIT_UNAVAILABLE
 
 

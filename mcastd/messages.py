@@ -21,3 +21,8 @@ class MessageId(StrEnum):
     STOP_REFUSED = "d55fa8fe3b074800ab6c88e18c2998ae"
     SHUTDOWN = "62b936198a22418593b4671aed7e9f22"
     SETUP_FAILED = "f22abc1d47784cbfb389775f010a5637"
+
+
+def event(message_id: MessageId) -> dict[str, object]:
+    """Journal fields (`extra=`) that mark a log line as this event."""
+    return {"MESSAGE_ID": message_id.value}

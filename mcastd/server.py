@@ -26,7 +26,7 @@ from mcastd.config import Config, Endpoint, format_address
 from mcastd.control import ControlServer
 from mcastd.errors import ConfigError, SocketSetupError
 from mcastd.journal import DAEMON_LOGGER, LineBudget, group_logger
-from mcastd.messages import MessageId
+from mcastd.messages import MessageId, event
 from mcastd.notify import Notifier
 from mcastd.protocol import (
     RECEIVE_BUFFER,
@@ -136,7 +136,7 @@ class Channel:
         if source is not None:
             extra["MCAST_SOURCE"] = format_source(source)
         if message_id is not None:
-            extra["MESSAGE_ID"] = message_id.value
+            extra |= event(message_id)
         return extra
 
 
@@ -144,14 +144,15 @@ def format_source(source: tuple[str, int] | tuple[str, int, int, int]) -> str:
     return format_address(source[0], source[1])
 
 
+def must_wait(endpoint: Endpoint) -> bool:
+    """`wait_for_interface` is set and the interface is not there (yet)."""
+    return endpoint.settings.wait_for_interface and net.link_state(endpoint).ifindex == 0
+
+
 def quote(text: str) -> str:
     if len(text) <= LOGGED_TEXT:
         return repr(text)
     return f"{text[:LOGGED_TEXT]!r}... ({len(text)} characters)"
-
-
-def event(message_id: MessageId) -> dict[str, object]:
-    return {"MESSAGE_ID": message_id.value}
 
 
 ConfigLoader = Callable[[], Config]
@@ -208,7 +209,7 @@ class Server:
         """Bind and join every endpoint, or none (raises SocketSetupError)."""
         endpoints = []
         for endpoint in self.config.endpoints():
-            if endpoint.settings.wait_for_interface and net.link_state(endpoint).ifindex == 0:
+            if must_wait(endpoint):
                 self.wait_for(endpoint)
             else:
                 endpoints.append(endpoint)
@@ -703,7 +704,7 @@ class Server:
         channel = self.channels.get(key)
         if channel is None:
             self.waiting.pop(key, None)
-            if endpoint.settings.wait_for_interface and net.link_state(endpoint).ifindex == 0:
+            if must_wait(endpoint):
                 self.wait_for(endpoint)
             else:
                 self.add_channel(endpoint, net.open_listener(endpoint), selector)
