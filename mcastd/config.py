@@ -56,7 +56,10 @@ class Settings:
     port: int = DEFAULT_PORT
     """Port for groups that name none."""
     ttl: int = 1
-    """Hop limit of every reply (IP_TTL / IP_MULTICAST_TTL / IPv6 hop limits)."""
+    """Hop limit of group replies only (IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS), as upstream's."""
+    unicast_ttl: int | None = None
+    """Hop limit of unicast replies (IP_TTL / IPV6_UNICAST_HOPS); None: the system default
+    (net.ipv4.ip_default_ttl, the IPv6 hop_limit), as upstream HEAR leaves it."""
     interface: str | None = None
     """Interface name or local address to join on; None lets the kernel choose by route."""
     reply: ReplyMode = "unicast"
@@ -96,6 +99,10 @@ class Endpoint:
     @property
     def ttl(self) -> int:
         return self.settings.ttl
+
+    @property
+    def unicast_ttl(self) -> int | None:
+        return self.settings.unicast_ttl
 
     @property
     def interface(self) -> str | None:
@@ -156,6 +163,7 @@ class Config:
 SETTING_KEYS = (
     "port",
     "ttl",
+    "unicast_ttl",
     "interface",
     "reply",
     "log_datagrams",
@@ -304,6 +312,11 @@ class _Checker:
             changes["port"] = self.integer(node, prefix + "port", 1, 65535, "a port")
         if (node := value_of("ttl")) is not None:
             changes["ttl"] = self.integer(node, prefix + "ttl", 0, 255, "a TTL")
+        if (node := value_of("unicast_ttl")) is not None:
+            if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+                nullable["unicast_ttl"] = None  # null: the system default
+            else:
+                changes["unicast_ttl"] = self.integer(node, prefix + "unicast_ttl", 1, 255, "a TTL")
         if (node := value_of("interface")) is not None:
             value = self.scalar(node, prefix + "interface")
             if value is None or (isinstance(value, str) and _valid_interface(value)):

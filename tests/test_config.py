@@ -79,6 +79,12 @@ groups:
         ),
         ("ttl: 256\n", ["f.yaml:1:6: ttl: 256 is not a TTL (0-255)"]),
         ("ttl: -1\n", ["f.yaml:1:6: ttl: -1 is not a TTL (0-255)"]),
+        ("unicast_ttl: 0\n", ["f.yaml:1:14: unicast_ttl: 0 is not a TTL (1-255)"]),
+        ("unicast_ttl: 256\n", ["f.yaml:1:14: unicast_ttl: 256 is not a TTL (1-255)"]),
+        (
+            "groups:\n  - group: 239.0.0.9\n    unicast_ttl: many\n",
+            ["f.yaml:3:18: groups[0].unicast_ttl: 'many' is not a TTL (1-255)"],
+        ),
         # wrong types are named
         ("port: eighty\n", ["f.yaml:1:7: port: 'eighty' is not a port (1-65535)"]),
         ("port: true\n", ["f.yaml:1:7: port: 'true' is not a port (1-65535)"]),
@@ -281,6 +287,24 @@ def test_relative_key_file_is_a_systemd_credential(tmp_path: Path):
     assert loaded.keys == {"stop.key": b"s" * 20}
 
 
+@pytest.mark.parametrize(
+    ("text", "top", "group"),
+    [
+        ("groups: [239.0.0.9]\n", None, None),  # unset: the system default for both
+        ("unicast_ttl: 64\ngroups: [239.0.0.9]\n", 64, 64),  # inherited by the group
+        ("unicast_ttl: 64\ngroups:\n  - {group: 239.0.0.9, unicast_ttl: 3}\n", 64, 3),
+        ("unicast_ttl: 64\ngroups:\n  - {group: 239.0.0.9, unicast_ttl: null}\n", 64, None),
+        ("unicast_ttl: null\ngroups:\n  - {group: 239.0.0.9, unicast_ttl: 255}\n", None, 255),
+        ("unicast_ttl: 1\ngroups: [239.0.0.9]\n", 1, 1),
+    ],
+)
+def test_unicast_ttl_is_separate_from_ttl(text: str, top: int | None, group: int | None):
+    config = parse(text)
+    (endpoint,) = config.endpoints()
+    assert (config.defaults.unicast_ttl, endpoint.unicast_ttl) == (top, group)
+    assert endpoint.ttl == 1  # the group-reply hop limit keeps its own default
+
+
 def test_yaml_words_for_no_mean_reply_none():
     assert parse("reply: no\n").defaults.reply == "none"
 
@@ -330,7 +354,17 @@ scalars = st.one_of(
 )
 keys = st.one_of(
     st.sampled_from(
-        ["port", "ports", "ttl", "interface", "reply", "log_datagrams", "groups", "group"]
+        [
+            "port",
+            "ports",
+            "ttl",
+            "unicast_ttl",
+            "interface",
+            "reply",
+            "log_datagrams",
+            "groups",
+            "group",
+        ]
     ),
     st.text(max_size=8),
 )
