@@ -1,61 +1,22 @@
-"""Command line: argparse, the exit-code table, and nothing else."""
+"""Command line: argparse and the dispatch to each command's `main(args) -> int`; nothing else.
+
+A new command is one block in `build_parser` and one entry in COMMANDS, pointing to a
+`main(args)` in the command's own module. The exit codes are in mcastd.exitcodes.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from mcastd import __version__
-from mcastd.client import say
-from mcastd.config import (
-    DEFAULT_GROUPS,
-    DEFAULT_PORT,
-    Config,
-    Endpoint,
-    Settings,
-    canonical_group,
-    format_address,
-    load,
-    read_key,
-    resolve_path,
-    select,
-)
-from mcastd.control import RUNTIME_ROOT, default_path
-from mcastd.errors import ConfigError, SocketSetupError
-from mcastd.journal import DAEMON_LOGGER, setup_detached_logging, setup_logging
-from mcastd.messages import MessageId, event
-from mcastd.notify import Notifier, watchdog_interval
-from mcastd.server import Server
-from mcastd.status import gather, only_groups, render_json, render_text
-from mcastd.stopauth import sign
-
-# sysexits.h, as systemd units and init scripts expect them.
-EXIT_OK = 0
-EXIT_NO_REPLY = 1  # `say` heard nothing
-EXIT_USAGE = 2  # argparse's own code for a bad command line
-EXIT_NOT_RUNNING = 3  # `status`: no daemon answered (as `systemctl status` does)
-EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a socket could not be set up, or already running
-EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug in mcastd
-EXIT_CONFIG = 78  # EX_CONFIG: the configuration file is wrong
-
-EXIT_CODES = """exit codes:
-  0   success (for run: stopped by STOP, SIGTERM or SIGINT)
-  1   say: no reply within --wait
-  2   bad command line
-  3   status: no running mcastd found (or none serves the groups asked for)
-  69  a group could not be bound or joined, or another copy holds the pidfile
-  70  internal error (a bug: please report it)
-  78  the configuration file is invalid"""
+from mcastd import __version__, client, launch, status
+from mcastd.config import DEFAULT_GROUPS, DEFAULT_PORT, canonical_group
+from mcastd.control import RUNTIME_ROOT
+from mcastd.exitcodes import ExitCode, epilog, fail
+from mcastd.journal import DAEMON_LOGGER
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def fail(message: str) -> None:
-    print(f"mcastd: {message}", file=sys.stderr)
 
 
 def group_argument(text: str) -> str:
@@ -91,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcastd",
         description="Listen on IP multicast groups and answer what is heard (HEAR protocol).",
-        epilog=EXIT_CODES,
+        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mcastd {__version__}")
@@ -103,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(
             name,
             help=summary,
-            epilog=EXIT_CODES,
+            epilog=epilog(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
@@ -188,177 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_config(path: str | None, groups: Sequence[str] | None) -> Config:
-    config = load(path)
-    return select(config, groups) if groups else config
+Command = Callable[[argparse.Namespace], int]
 
-
-def report_config_error(error: ConfigError) -> int:
-    for problem in error.problems:
-        print(problem, file=sys.stderr)
-    return EXIT_CONFIG
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    path = resolve_path(args.config)
-    try:
-        config = read_config(path, args.group)
-    except ConfigError as e:
-        return report_config_error(e)
-    for g in config.groups:
-        s = g.settings
-        print(
-            f"{g.group} port{'s' if len(g.ports) > 1 else ''} {','.join(map(str, g.ports))}: "
-            f"reply {s.reply}, ttl {s.ttl}, interface {s.interface or 'any'}, "
-            f"log_datagrams {'on' if s.log_datagrams else 'off'}"
-        )
-    print(f"{config.source}: ok, {len(config.endpoints())} (group, port) to serve")
-    return EXIT_OK
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    path = resolve_path(args.config)
-    groups = args.group
-    try:
-        config = read_config(path, groups)
-    except ConfigError as e:
-        return report_config_error(e)
-    setup_logging(args.log_level)
-    log = logging.getLogger(DAEMON_LOGGER)
-    log.info(
-        "mcastd %s starting with %s",
-        __version__,
-        config.source,
-        extra=event(MessageId.STARTING),
-    )
-    server = Server(
-        config,
-        Notifier(),
-        reload_config=lambda: read_config(path, groups),
-        watchdog_interval=watchdog_interval(),
-        control_path=args.control_socket or default_path(),
-        instance=f"mcastd@{','.join(groups)}" if groups else "mcastd",
-    )
-    if args.detach:
-        return run_detached(server, args.pidfile, args.log_level)
-    if not open_sockets(server):
-        return EXIT_UNAVAILABLE
-    return serve(server)
-
-
-def setup_failed(error: SocketSetupError) -> int:
-    logging.getLogger(DAEMON_LOGGER).error("%s", error, extra=event(MessageId.SETUP_FAILED))
-    return EXIT_UNAVAILABLE
-
-
-def open_sockets(server: Server) -> bool:
-    try:
-        server.open()
-    except SocketSetupError as e:
-        setup_failed(e)
-        return False
-    return True
-
-
-def serve(server: Server) -> int:
-    try:
-        server.run()
-    except SocketSetupError as e:
-        return setup_failed(e)
-    return EXIT_OK
-
-
-def run_detached(server: Server, pidfile_path: str, level: str) -> int:
-    """Daemonise with python-daemon; the pidfile lock refuses a second copy."""
-    import daemon
-    import daemon.pidfile
-
-    pidfile = daemon.pidfile.TimeoutPIDLockFile(os.path.abspath(pidfile_path), acquire_timeout=0)
-    holder = pidfile.read_pid()
-    if holder is not None:
-        if _alive(holder):
-            fail(f"already running as pid {holder} (pidfile {pidfile_path})")
-            return EXIT_UNAVAILABLE
-        pidfile.break_lock()  # left behind by a copy that was killed
-    if not open_sockets(server):  # before forking, so that errors reach the terminal
-        return EXIT_UNAVAILABLE
-    sockets = [c.listener.sock for c in server.channels.values()]
-    if server.control is not None:
-        sockets.append(server.control.sock)
-    context = daemon.DaemonContext(
-        pidfile=pidfile, files_preserve=sockets, signal_map={}, umask=0o022
-    )
-    try:
-        context.open()
-    except Exception as e:
-        fail(f"cannot detach: {e}")
-        return EXIT_UNAVAILABLE
-    try:
-        setup_detached_logging(level)
-        return serve(server)
-    finally:
-        context.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def cmd_say(args: argparse.Namespace) -> int:
-    settings = Settings(ttl=args.ttl, interface=args.interface)
-    endpoint = Endpoint(args.group, args.port, settings)
-    if args.stop and args.key_file:
-        try:
-            key = read_key(args.key_file)
-        except ConfigError as e:
-            fail(str(e))
-            return EXIT_CONFIG
-        message = sign(key, args.group, args.port, time.time()).encode()
-    elif args.stop:
-        message = b"STOP"
-    elif args.message:
-        message = " ".join(args.message).encode("utf-8", errors="surrogateescape")
-    else:
-        fail("say: give a MESSAGE, or --stop")
-        return EXIT_USAGE
-    replies = 0
-    try:
-        for sender, data in say(endpoint, message, args.wait):
-            text = data.decode("utf-8", errors="replace")
-            print(f"{format_address(*sender)} {text}", flush=True)
-            replies += 1
-    except SocketSetupError as e:
-        fail(str(e))
-        return EXIT_UNAVAILABLE
-    return EXIT_OK if replies else EXIT_NO_REPLY
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    documents, problems = gather(args.socket, args.runtime_dir)
-    for problem in problems:
-        fail(problem)
-    shown = only_groups(documents, args.groups)
-    if args.json:
-        print(render_json(shown))
-    elif shown:
-        print(render_text(shown))
-    if not documents:
-        if not problems:
-            fail("no running mcastd found")
-        return EXIT_NOT_RUNNING
-    if not shown:
-        fail(f"no running mcastd serves {', '.join(args.groups)}")
-        return EXIT_NOT_RUNNING
-    return EXIT_OK
-
-
-COMMANDS = {"run": cmd_run, "check": cmd_check, "say": cmd_say, "status": cmd_status}
+COMMANDS: dict[str, Command] = {
+    "run": launch.run_main,
+    "check": launch.check_main,
+    "say": client.main,
+    "status": status.main,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -366,10 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        return EXIT_OK  # Ctrl-C outside the server loop (e.g. during `say`)
+        return ExitCode.OK  # Ctrl-C outside the server loop (e.g. during `say`)
     except Exception as e:
         logging.getLogger(DAEMON_LOGGER).debug("internal error", exc_info=True)
-        fail(f"internal error: {type(e).__name__}: {e}")
-        return EXIT_SOFTWARE
+        return fail(f"internal error: {type(e).__name__}: {e}", ExitCode.SOFTWARE)
     finally:
         logging.shutdown()

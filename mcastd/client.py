@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import select
 import socket
 import time
 from collections.abc import Iterator
 
 from mcastd import net
-from mcastd.config import Endpoint
-from mcastd.errors import SocketSetupError, strerror
+from mcastd.config import Endpoint, Settings, format_address, read_key
+from mcastd.errors import ConfigError, SocketSetupError, strerror
+from mcastd.exitcodes import ExitCode, fail
 from mcastd.protocol import RECEIVE_BUFFER
+from mcastd.stopauth import stop_request
 
 
 def say(endpoint: Endpoint, message: bytes, wait: float) -> Iterator[tuple[tuple[str, int], bytes]]:
@@ -37,3 +40,27 @@ def say(endpoint: Endpoint, message: bytes, wait: float) -> Iterator[tuple[tuple
             except OSError:
                 continue  # an ICMP error for an earlier datagram: keep listening
             yield (sender[0], sender[1]), data
+
+
+def main(args: argparse.Namespace) -> int:
+    """`mcastd say`: print `sender reply` per line; exit 1 when nobody answered."""
+    endpoint = Endpoint(args.group, args.port, Settings(ttl=args.ttl, interface=args.interface))
+    if args.stop:
+        try:
+            key = read_key(args.key_file) if args.key_file else None
+        except ConfigError as e:
+            return fail(str(e), ExitCode.CONFIG)
+        message = stop_request(key, args.group, args.port, time.time()).encode()
+    elif args.message:
+        message = " ".join(args.message).encode("utf-8", errors="surrogateescape")
+    else:
+        return fail("say: give a MESSAGE, or --stop", ExitCode.USAGE)
+    replies = 0
+    try:
+        for sender, data in say(endpoint, message, args.wait):
+            text = data.decode("utf-8", errors="replace")
+            print(f"{format_address(*sender)} {text}", flush=True)
+            replies += 1
+    except SocketSetupError as e:
+        return fail(str(e), ExitCode.UNAVAILABLE)
+    return ExitCode.OK if replies else ExitCode.NO_REPLY

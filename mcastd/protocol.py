@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from mcastd.config import Endpoint, Network, ReplyMode
-from mcastd.stopauth import ReplayGuard, StopRefusal, looks_signed
+from mcastd.stopauth import STOP_WORD, ReplayGuard, StopRefusal, looks_signed
 
 # The largest UDP payload: 65,535 minus the UDP header (8) and, for IPv4, the IP header (20).
 # IPv6's 40-byte header is not counted in its payload length.
@@ -26,7 +26,6 @@ MAX_PAYLOAD_IPV6 = 65_527
 # Read buffer: any datagram the kernel can deliver fits, so none is ever truncated.
 RECEIVE_BUFFER = 65_536
 
-STOP_WORD = "STOP"
 # Every reply starts with this; in `reply: group` mode a datagram that does is another
 # responder's reply (or our own, looped back) and answering it would never end.
 REPLY_PREFIX = b"HEAR [ "

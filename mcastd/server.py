@@ -14,6 +14,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -223,6 +224,13 @@ class Server:
             except SocketSetupError as e:
                 # Serving the groups matters more than being able to show their counters.
                 self.log.warning("%s; `mcastd status` will not see this daemon", e)
+
+    def sockets(self) -> list[socket.socket]:
+        """Every socket the server has open (the groups' and the control socket)."""
+        sockets = [c.listener.sock for c in self.channels.values()]
+        if self.control is not None:
+            sockets.append(self.control.sock)
+        return sockets
 
     def add_channel(
         self,
@@ -716,7 +724,7 @@ class Server:
         if (old.interface, old.sources) != (endpoint.interface, endpoint.sources):
             self.rejoin(channel, endpoint, selector)
             channel.link = None if endpoint.interface is None else net.link_state(endpoint)
-        if old.ttl != endpoint.ttl:
+        if (old.ttl, old.unicast_ttl) != (endpoint.ttl, endpoint.unicast_ttl):
             net.apply_ttl(channel.listener.sock, endpoint)
         channel.configure(endpoint, stop_key, self.total)
         channel.logger.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -10,6 +11,7 @@ from typing import Any
 
 from mcastd.config import format_address
 from mcastd.control import find_sockets, query
+from mcastd.exitcodes import ExitCode, fail
 
 Document = dict[str, Any]
 
@@ -132,3 +134,22 @@ def render_text(documents: list[Document], now: float | None = None) -> str:
                 lines.append(details[i - 1])
         lines.append("")
     return "\n".join(lines).rstrip("\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    """`mcastd status`: every daemon found (or asked), as a table or JSON."""
+    documents, problems = gather(args.socket, args.runtime_dir)
+    for problem in problems:
+        fail(problem, ExitCode.NOT_RUNNING)
+    shown = only_groups(documents, args.groups)
+    if args.json:
+        print(render_json(shown))
+    elif shown:
+        print(render_text(shown))
+    if not documents:
+        if problems:
+            return ExitCode.NOT_RUNNING
+        return fail("no running mcastd found", ExitCode.NOT_RUNNING)
+    if not shown:
+        return fail(f"no running mcastd serves {', '.join(args.groups)}", ExitCode.NOT_RUNNING)
+    return ExitCode.OK

@@ -14,7 +14,8 @@ import hmac
 import secrets
 from enum import StrEnum
 
-PREFIX = "STOP v1 "
+STOP_WORD = "STOP"
+PREFIX = f"{STOP_WORD} v1 "
 NONCE_HEX = 32
 MAC_HEX = 64
 
@@ -43,6 +44,11 @@ def sign(key: bytes, group: str, port: int, timestamp: float, nonce: str | None 
     return f"{PREFIX}{stamp} {nonce} {_mac(key, group, port, stamp, nonce)}"
 
 
+def stop_request(key: bytes | None, group: str, port: int, wall: float) -> str:
+    """The STOP datagram's text for (group, port): signed at `wall` when there is a key."""
+    return STOP_WORD if key is None else sign(key, group, port, wall)
+
+
 def looks_signed(text: str) -> bool:
     return text.strip().startswith(PREFIX)
 
@@ -61,7 +67,7 @@ class ReplayGuard:
     def check(self, text: str, group: str, port: int, wall: float) -> StopRefusal | None:
         """None if `text` is a valid, fresh, first-seen STOP for (group, port) at `wall`."""
         fields = text.strip().split(" ")
-        if len(fields) != 5 or fields[:2] != ["STOP", "v1"]:
+        if len(fields) != 5 or fields[:2] != [STOP_WORD, "v1"]:
             return StopRefusal.MALFORMED
         stamp, nonce, mac = fields[2:]
         seconds, _, millis = stamp.partition(".")

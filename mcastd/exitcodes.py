@@ -1,0 +1,40 @@
+"""The exit codes of every command: one table, read by the code and by `--help` alike.
+
+Codes above 2 follow sysexits.h, as systemd units and init scripts expect them.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What a command's exit status means; each member carries its `--help` line."""
+
+    description: str
+
+    def __new__(cls, code: int, description: str) -> ExitCode:
+        member = int.__new__(cls, code)
+        member._value_ = code
+        member.description = description
+        return member
+
+    OK = 0, "success (for run: stopped by STOP, SIGTERM or SIGINT)"
+    NO_REPLY = 1, "say: no reply within --wait"
+    USAGE = 2, "bad command line"
+    NOT_RUNNING = 3, "status: no running mcastd found (or none serves the groups asked for)"
+    UNAVAILABLE = 69, "a group could not be bound or joined, or another copy holds the pidfile"
+    SOFTWARE = 70, "internal error (a bug: please report it)"
+    CONFIG = 78, "the configuration file is invalid"
+
+
+def epilog() -> str:
+    """The `exit codes:` section of every command's `--help`."""
+    return "exit codes:\n" + "\n".join(f"  {c.value:<3} {c.description}" for c in ExitCode)
+
+
+def fail(message: str, code: ExitCode) -> ExitCode:
+    """Say what went wrong in one line on stderr, and return the exit code that goes with it."""
+    print(f"mcastd: {message}", file=sys.stderr)
+    return code

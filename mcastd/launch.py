@@ -1,0 +1,104 @@
+"""`mcastd run` and `mcastd check`: read the configuration, then serve it or summarise it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+
+from mcastd import __version__
+from mcastd.config import Config, load, resolve_path, select
+from mcastd.control import default_path
+from mcastd.detach import detach
+from mcastd.errors import ConfigError, SocketSetupError
+from mcastd.exitcodes import ExitCode
+from mcastd.journal import DAEMON_LOGGER, setup_detached_logging, setup_logging
+from mcastd.messages import MessageId, event
+from mcastd.notify import Notifier, watchdog_interval
+from mcastd.server import Server
+
+
+def read_config(path: str | None, groups: Sequence[str] | None) -> Config:
+    """The configuration at `path` (None: built-in), narrowed to `groups` when given."""
+    config = load(path)
+    return select(config, groups) if groups else config
+
+
+def report_config_error(error: ConfigError) -> ExitCode:
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+    return ExitCode.CONFIG
+
+
+def check_main(args: argparse.Namespace) -> int:
+    """`mcastd check`: one line per group, then the file and the number of sockets."""
+    try:
+        config = read_config(resolve_path(args.config), args.group)
+    except ConfigError as e:
+        return report_config_error(e)
+    for g in config.groups:
+        s = g.settings
+        print(
+            f"{g.group} port{'s' if len(g.ports) > 1 else ''} {','.join(map(str, g.ports))}: "
+            f"reply {s.reply}, ttl {s.ttl}, interface {s.interface or 'any'}, "
+            f"log_datagrams {'on' if s.log_datagrams else 'off'}"
+        )
+    print(f"{config.source}: ok, {len(config.endpoints())} (group, port) to serve")
+    return ExitCode.OK
+
+
+def run_main(args: argparse.Namespace) -> int:
+    """`mcastd run`: serve in the foreground (or detached) until stopped."""
+    path = resolve_path(args.config)
+    groups = args.group
+    try:
+        config = read_config(path, groups)
+    except ConfigError as e:
+        return report_config_error(e)
+    setup_logging(args.log_level)
+    logging.getLogger(DAEMON_LOGGER).info(
+        "mcastd %s starting with %s", __version__, config.source, extra=event(MessageId.STARTING)
+    )
+    server = Server(
+        config,
+        Notifier(),
+        reload_config=lambda: read_config(path, groups),
+        watchdog_interval=watchdog_interval(),
+        control_path=args.control_socket or default_path(),
+        instance=f"mcastd@{','.join(groups)}" if groups else "mcastd",
+    )
+    if args.detach:
+
+        def serve_detached() -> int:
+            setup_detached_logging(args.log_level)  # stderr is gone now
+            return serve(server)
+
+        return detach(args.pidfile, lambda: open_sockets(server), serve_detached)
+    if open_sockets(server) is None:
+        return ExitCode.UNAVAILABLE
+    return serve(server)
+
+
+def setup_failed(error: SocketSetupError) -> ExitCode:
+    logging.getLogger(DAEMON_LOGGER).error("%s", error, extra=event(MessageId.SETUP_FAILED))
+    return ExitCode.UNAVAILABLE
+
+
+def open_sockets(server: Server) -> list[socket.socket] | None:
+    """Open the server's sockets; None (the error logged) if that failed."""
+    try:
+        server.open()
+    except SocketSetupError as e:
+        setup_failed(e)
+        return None
+    return server.sockets()
+
+
+def serve(server: Server) -> int:
+    try:
+        server.run()
+    except SocketSetupError as e:
+        return setup_failed(e)
+    return ExitCode.OK
