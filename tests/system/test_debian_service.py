@@ -53,8 +53,9 @@ def test_install_enables_and_starts_nothing(machine: Container) -> None:
     conffiles = machine.run(["dpkg-query", "-W", "-f=${Conffiles}", "mcastd"]).stdout
     assert CONFIG in conffiles
     units = machine.run(["dpkg", "-L", "mcastd"]).stdout.split()
+    # Where this release's dh_installsystemd puts units: /lib on Debian 12, /usr/lib on 13.
     for unit in ("mcastd.service", "mcastd@.service", "mcastd.target"):
-        assert f"/lib/systemd/system/{unit}" in units
+        assert {f"/lib/systemd/system/{unit}", f"/usr/lib/systemd/system/{unit}"} & set(units)
     for page in ("man8/mcastd.8.gz", "man5/mcastd.yaml.5.gz"):
         assert f"/usr/share/man/{page}" in units
     assert "/usr/lib/systemd/catalog/mcastd.catalog" in units
