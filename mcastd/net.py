@@ -313,9 +313,16 @@ def open_listener(endpoint: Endpoint) -> Listener:
     return Listener(sock, joined, index)
 
 
+# IP_TTL / IPV6_UNICAST_HOPS: -1 puts a socket back on the system default
+# (net.ipv4.ip_default_ttl, the interface's IPv6 hop_limit), e.g. when a reload removes
+# unicast_ttl; a new socket starts there anyway.
+SYSTEM_DEFAULT_TTL = -1
+
+
 def apply_ttl(sock: socket.socket, endpoint: Endpoint) -> None:
-    """The hop limit of replies: the configured TTL for group replies, at least 1 for unicast."""
-    unicast_ttl = max(endpoint.ttl, 1)  # the kernel refuses a unicast TTL of 0
+    """The hop limits of replies: `ttl` for group replies (as upstream's TTL), `unicast_ttl`
+    for unicast ones, else the system default so that they cross routers (as upstream's do)."""
+    unicast_ttl = SYSTEM_DEFAULT_TTL if endpoint.unicast_ttl is None else endpoint.unicast_ttl
     if endpoint.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, endpoint.ttl)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, unicast_ttl)

@@ -6,6 +6,7 @@ Every host is a network namespace made here (tests/hosts.py); the segment's addr
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -147,22 +148,48 @@ def test_an_ssm_group_answers_only_its_listed_source(lan: Lan, group: str):
         assert (counters["received"], counters["answered"]) == (1, 1)
 
 
-@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
-def test_unicast_replies_arrive_with_the_configured_ttl(lan: Lan, family: int):
-    group = GROUP6 if family == socket.AF_INET6 else GROUP4
-    ttls = {lan.d1.v6 if family == socket.AF_INET6 else lan.d1.v4: 3}
-    ttls[lan.d2.v6 if family == socket.AF_INET6 else lan.d2.v4] = 64
-    for host, ttl in zip((lan.d1, lan.d2), ttls.values(), strict=True):
-        lan.daemons.start(host, f"ttl: {ttl}\ngroups: [{group}]\n")
+def set_default_ttl(host: Host, ttl: int) -> None:
+    """The host's own default hop limit for unicast (IPv4, and IPv6 on eth0)."""
+    host.exec("sysctl", "-qw", f"net.ipv4.ip_default_ttl={ttl}")
+    host.exec("sysctl", "-qw", f"net.ipv6.conf.eth0.hop_limit={ttl}")
+
+
+def unicast_ttls(lan: Lan, family: int, group: str) -> dict[str, int | None]:
+    """Ask once; the TTL / hop limit each responder's unicast reply arrived with."""
     client = lan.client.client(family)
     enable_ttl(client)
     client.sendto(b"how far", (group, PORT))
     got = replies(client)
     assert len(got) == 2, got
-    # One segment, no router: what arrives is what was sent.
-    assert {sender: ttl for _, sender, ttl in got} == ttls
     for data, _, _ in got:
         assert data.startswith(b"HEAR [ HOW FAR SAID")
+    return {sender: ttl for _, sender, ttl in got}
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_unicast_replies_get_the_system_default_ttl_unless_unicast_ttl_is_set(
+    lan: Lan, family: int
+):
+    v6 = family == socket.AF_INET6
+    group = GROUP6 if v6 else GROUP4
+    d1, d2 = (lan.d1.v6, lan.d2.v6) if v6 else (lan.d1.v4, lan.d2.v4)
+    for host in (lan.d1, lan.d2):
+        set_default_ttl(host, 77)  # not Linux's 64: the reply's TTL is the host's setting
+    # `ttl` is the hop limit of group replies only: unicast replies can cross routers.
+    first = lan.daemons.start(lan.d1, f"ttl: 3\ngroups: [{group}]\n")
+    second = lan.daemons.start(lan.d2, f"ttl: 3\nunicast_ttl: 9\ngroups: [{group}]\n")
+    # One segment, no router: what arrives is what was sent.
+    assert unicast_ttls(lan, family, group) == {d1: 77, d2: 9}
+
+    # A reload sets unicast_ttl on one and puts the other back on the system default.
+    for daemon, config in (
+        (first, f"unicast_ttl: 5\ngroups: [{group}]\n"),
+        (second, f"ttl: 3\ngroups: [{group}]\n"),
+    ):
+        daemon.config_path.write_text(config)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for("READY=1")
+    assert unicast_ttls(lan, family, group) == {d1: 5, d2: 77}
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
@@ -213,8 +240,9 @@ def test_two_group_mode_responders_do_not_answer_each_other(lan: Lan):
         assert balanced(counters)
 
 
-def test_ttl_0_keeps_group_replies_on_the_host_and_unicast_replies_get_1(lan: Lan):
+def test_ttl_0_keeps_group_replies_on_the_host_and_unicast_replies_get_the_default(lan: Lan):
     config = "ttl: 0\ngroups:\n  - group: 239.77.0.4\n    reply: group\n  - group: 239.77.0.5\n"
+    set_default_ttl(lan.d1, 77)
     lan.daemons.start(lan.d1, config)
     member = lan.stranger.member("239.77.0.4")
     client = lan.client.client()
@@ -224,4 +252,4 @@ def test_ttl_0_keeps_group_replies_on_the_host_and_unicast_replies_get_1(lan: La
     client.sendto(b"come here", ("239.77.0.5", PORT))
     ((data, sender, ttl),) = replies(client)
     assert data.startswith(b"HEAR [ COME HERE SAID")
-    assert (sender, ttl) == (lan.d1.v4, 1)  # the kernel refuses a unicast TTL of 0
+    assert (sender, ttl) == (lan.d1.v4, 77)  # ttl: 0 bounds group replies only
