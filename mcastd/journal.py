@@ -31,9 +31,12 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 SYSLOG_SOCKET = "/dev/log"
 
 
-def journal_handler() -> logging.Handler:
-    from systemd.journal import JournalHandler
-
+def journal_handler() -> logging.Handler | None:
+    """systemd-python's JournalHandler (fields such as MESSAGE_ID), or None without it."""
+    try:
+        from systemd.journal import JournalHandler
+    except ImportError:
+        return None  # a plain `pip install` (systemd-python is the optional extra [systemd])
     handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
     handler.setFormatter(logging.Formatter("%(message)s"))
     return handler
@@ -42,10 +45,8 @@ def journal_handler() -> logging.Handler:
 def setup_logging(level: str, stream: TextIO | None = None) -> logging.Handler:
     """Send the `mcastd` loggers to the journal when stderr goes there, else to stderr."""
     stream = sys.stderr if stream is None else stream
-    handler: logging.Handler
-    if stderr_is_journal(stream, os.environ):
-        handler = journal_handler()
-    else:
+    handler = journal_handler() if stderr_is_journal(stream, os.environ) else None
+    if handler is None:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     return _install(handler, level)
@@ -53,15 +54,13 @@ def setup_logging(level: str, stream: TextIO | None = None) -> logging.Handler:
 
 def setup_detached_logging(level: str) -> logging.Handler:
     """After --detach stderr is gone: the journal if there is one, else syslog, else nothing."""
-    handler: logging.Handler
-    if os.path.exists(JOURNAL_SOCKET):
-        handler = journal_handler()
-    elif os.path.exists(SYSLOG_SOCKET):
+    handler = journal_handler() if os.path.exists(JOURNAL_SOCKET) else None
+    if handler is None and os.path.exists(SYSLOG_SOCKET):
         handler = logging.handlers.SysLogHandler(
             SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON
         )
         handler.setFormatter(logging.Formatter(f"{SYSLOG_IDENTIFIER}[%(process)d]: %(message)s"))
-    else:
+    if handler is None:
         handler = logging.NullHandler()
     return _install(handler, level)
 

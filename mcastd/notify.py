@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 
 Sender = Callable[[str], bool]
 
 
+def socket_notify(state: str) -> bool:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET (a path or @abstract)."""
+    path = os.environ.get("NOTIFY_SOCKET", "")
+    if not path.startswith(("/", "@")):
+        return False  # unset, or a kind (vsock:) that only a VM's systemd hands out
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.sendto(state.encode(), address)
+    return True
+
+
 def systemd_sender() -> Sender:
-    """systemd-python's notify: returns False (and does nothing) without NOTIFY_SOCKET."""
+    """systemd-python's notify, else socket_notify; False (nothing sent) without NOTIFY_SOCKET."""
     # Imported here so that `import mcastd.notify` loads no C module.
-    import systemd.daemon
+    try:
+        from systemd.daemon import notify
+    except ImportError:
+        notify = socket_notify  # a plain `pip install` (systemd-python is the extra [systemd])
 
     def send(state: str) -> bool:
         try:
-            return bool(systemd.daemon.notify(state))
+            return bool(notify(state))
         except OSError:
             # sd_notify opens a socket per message: at the open-files limit, or with the
             # notify socket gone, the message is lost; the daemon must not be.
