@@ -1,0 +1,91 @@
+"""Issue 9 in a namespace: `mcastd@232.1.1.1` used to die (exit 70) on a SIGHUP once the file
+no longer listed its source-specific group. Now the reload fails like any bad file: logged,
+recorded in the status, and the previous configuration stays served."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.hosts import PORT, Daemons
+from tests.netns import NetNS, ask, mcastd_argv
+
+SSM = "232.1.1.1"
+# The client's datagrams leave from 127.0.0.1 (224.0.0.0/4 is routed to lo with that source).
+LISTED = f"groups:\n  - group: {SSM}\n    sources: [127.0.0.1]\n  - 239.0.0.9\n"
+UNLISTED = "# the SSM group is gone\ngroups: [239.0.0.9]\n"
+
+
+@pytest.fixture
+def netns() -> Iterator[NetNS]:
+    ns = NetNS("mc1-r")
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    started = Daemons()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def status_document(daemons: Daemons, daemon: object) -> dict[str, object]:
+    out = subprocess.run(
+        mcastd_argv("status", "--json", "--socket", str(daemons.sockets[id(daemon)])),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    (document,) = json.loads(out.stdout)["daemons"]
+    assert isinstance(document, dict)
+    return document
+
+
+def test_reload_that_unlists_the_ssm_group_of_the_instance_keeps_serving(
+    netns: NetNS, daemons: Daemons
+):
+    daemon = daemons.start(netns, LISTED, ["--group", SSM])
+    client = netns.socket()
+    try:
+        data, _ = ask(client, b"before", SSM, PORT)
+        assert data.startswith(b"HEAR [ BEFORE")
+
+        daemon.config_path.write_text(UNLISTED)
+        daemon.signal(signal.SIGHUP)
+        assert "reload failed" in daemon.wait_for("READY=1")
+        problem = (
+            f"{daemon.config_path}:2:1: --group: {SSM} is a source-specific (SSM) group that "
+            "the configuration does not list: add it to 'groups' with its 'sources'"
+        )
+        assert f"reload failed: {problem}" in daemon.stderr
+        assert daemon.proc.poll() is None
+
+        data, _ = ask(client, b"after", SSM, PORT)  # the old configuration is still served
+        assert data.startswith(b"HEAR [ AFTER")
+        document = status_document(daemons, daemon)
+        assert document["last_reload"] == {
+            "time": document["last_reload"]["time"],  # type: ignore[index]
+            "ok": False,
+            "errors": [problem],
+        }
+        (endpoint,) = document["endpoints"]  # type: ignore[misc]
+        assert (endpoint["group"], endpoint["port"], endpoint["answered"]) == (SSM, PORT, 2)
+
+        # Listed again: the next reload succeeds and the group was never left.
+        daemon.config_path.write_text(LISTED)
+        daemon.signal(signal.SIGHUP)
+        assert "reload failed" not in daemon.wait_for("READY=1")
+        assert status_document(daemons, daemon)["last_reload"]["ok"] is True  # type: ignore[index]
+    finally:
+        client.close()
