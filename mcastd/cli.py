@@ -133,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     say_cmd.add_argument(
         "--key-file", metavar="FILE", help="with --stop: the key named by the group's stop.key_file"
     )
+    say_cmd.add_argument(
+        "-m",
+        "--message",
+        dest="message_words",
+        nargs="+",
+        default=[],
+        metavar="TEXT",
+        help="the words to send, as upstream's `SAY -m` (same as MESSAGE)",
+    )
     say_cmd.add_argument("message", nargs="*", metavar="MESSAGE", help="the words to send")
 
     status = command("status", "show what each running mcastd hears, per (group, port)")

@@ -51,8 +51,9 @@ def main(args: argparse.Namespace) -> int:
         except ConfigError as e:
             return fail(str(e), ExitCode.CONFIG)
         message = stop_request(key, args.group, args.port, time.time()).encode()
-    elif args.message:
-        message = " ".join(args.message).encode("utf-8", errors="surrogateescape")
+    elif args.message_words or args.message:
+        words = [*args.message_words, *args.message]  # -m TEXT... (upstream's) and MESSAGE...
+        message = " ".join(words).encode("utf-8", errors="surrogateescape")
     else:
         return fail("say: give a MESSAGE, or --stop", ExitCode.USAGE)
     replies = 0
