@@ -1,0 +1,295 @@
+"""The exporter's configuration file (/etc/mcastd-exporter.yaml): where it listens, where it
+finds the daemons, and the probe modules a scrape may run.
+
+`parse` is pure and raises one ConfigError listing every problem with its key and line:col;
+`load` reads the file. A probe's group, port and TTL come only from here, never from a URL.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import yaml
+
+from mcastd.errors import ConfigError, ConfigProblem
+
+DEFAULT_PATH = "/etc/mcastd-exporter.yaml"
+# In the range of Prometheus exporter ports (docs/monitoring.md says why this one).
+DEFAULT_LISTEN = "127.0.0.1:9859"
+DEFAULT_RUNTIME_DIR = "/run/mcastd"
+HEAR_PORT = 59259
+# Bounds that keep one probe small: a module sends at most MAX_COUNT datagrams per train
+# (times MAX_HOPS with `hops: true`) and at most once per `min_interval` seconds.
+MAX_COUNT = 100
+MAX_HOPS = 32
+MIN_INTERVAL_FLOOR = 1.0
+
+
+@dataclass(frozen=True)
+class ProbeModule:
+    """One probe a scrape of /probe?module=NAME may run."""
+
+    name: str
+    """The module's name in the URL."""
+    group: str
+    """The multicast group probed."""
+    port: int = HEAR_PORT
+    """The responders' port."""
+    ttl: int = 1
+    """TTL / hop limit of the probes (responders behind routers need more than 1)."""
+    count: int = 5
+    """Probes sent per scrape."""
+    interval: float = 0.2
+    """Seconds between two probes."""
+    wait: float = 1.0
+    """Seconds to wait for replies after the last probe."""
+    interface: str | None = None
+    """Interface name or local address to send from; None: the kernel's choice."""
+    expect: tuple[str, ...] = ()
+    """Expected responders (addresses): the only ones with per-responder series."""
+    max_loss: float = 0.5
+    """Largest loss ratio (0-1) of an expected responder that still counts as success."""
+    hops: bool = False
+    """Also measure each responder's forward hop distance (a TTL sweep up to max_hops)."""
+    max_hops: int = 8
+    """Highest TTL of the sweep."""
+    min_interval: float = 10.0
+    """Minimum seconds between the starts of two probes of this module; scrapes in between
+    get the last result again (nothing is sent)."""
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    """The whole file."""
+
+    source: str = "<built-in defaults>"
+    """Where it was read from."""
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    """host:port addresses to listen on when not socket-activated."""
+    runtime_dir: str = DEFAULT_RUNTIME_DIR
+    """Where the daemons' control sockets are found."""
+    sockets: tuple[str, ...] = ()
+    """Control sockets to ask besides (not instead of) those under runtime_dir."""
+    modules: dict[str, ProbeModule] = field(default_factory=dict)
+    """Probe modules by name."""
+
+
+TOP_KEYS = ("listen", "runtime_dir", "sockets", "modules")
+MODULE_KEYS = (
+    "group",
+    "port",
+    "ttl",
+    "count",
+    "interval",
+    "wait",
+    "interface",
+    "expect",
+    "max_loss",
+    "hops",
+    "max_hops",
+    "min_interval",
+)
+
+
+class _Reader:
+    """Walks the YAML node tree, collecting problems."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, node: yaml.Node, key: str, message: str) -> None:
+        mark = node.start_mark
+        self.problems.append(
+            ConfigProblem(self.filename, mark.line + 1, mark.column + 1, key, message)
+        )
+
+    def mapping(
+        self, node: yaml.Node, key: str, allowed: tuple[str, ...] | None
+    ) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, key, "must be a mapping")
+            return {}
+        entries: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            where = f"{key}.{name}" if key else name
+            if allowed is not None and name not in allowed:
+                self.problem(key_node, where, f"unknown key (known: {', '.join(allowed)})")
+            elif name in entries:
+                self.problem(key_node, where, "is given twice")
+            else:
+                entries[name] = value_node
+        return entries
+
+    def value(self, node: yaml.Node, key: str) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            self.problem(node, key, "must be a single value")
+            return None
+        try:
+            return yaml.constructor.SafeConstructor().construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
+            self.problem(node, key, f"cannot be read: {str(e).splitlines()[0]}")
+            return None
+
+    def number(
+        self, node: yaml.Node, key: str, low: float, high: float, whole: bool
+    ) -> float | None:
+        value = self.value(node, key)
+        kinds = (int,) if whole else (int, float)
+        what = "a whole number" if whole else "a number"
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+            self.problem(node, key, f"{value!r} is not {what} ({low:g}-{high:g})")
+            return None
+        if not low <= value <= high:
+            self.problem(node, key, f"{value:g} is not in {low:g}-{high:g}")
+            return None
+        return value
+
+    def text_list(
+        self, node: yaml.Node, key: str, check: Callable[[str], bool], what: str
+    ) -> tuple[str, ...]:
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        found = []
+        for i, item in enumerate(items):
+            where = f"{key}[{i}]" if isinstance(node, yaml.SequenceNode) else key
+            value = self.value(item, where)
+            if isinstance(value, str) and check(value):
+                found.append(value)
+            elif value is not None or isinstance(item, yaml.ScalarNode):
+                self.problem(item, where, f"{value!r} is not {what}")
+        return tuple(found)
+
+    def module(self, name: str, node: yaml.Node) -> ProbeModule | None:
+        key = f"modules.{name}"
+        if not _is_name(name):
+            self.problem(node, key, "a module name is letters, digits, '_', '-' and '.'")
+        entries = self.mapping(node, key, MODULE_KEYS)
+        before = len(self.problems)
+        if "group" not in entries:
+            self.problem(node, key, "needs a group")
+        settings: dict[str, object] = {}
+        numbers = {
+            "port": (1, 65535, True),
+            "ttl": (1, 255, True),
+            "count": (1, MAX_COUNT, True),
+            "interval": (0.01, 60, False),
+            "wait": (0.05, 60, False),
+            "max_loss": (0, 1, False),
+            "max_hops": (1, MAX_HOPS, True),
+            "min_interval": (MIN_INTERVAL_FLOOR, 86400, False),
+        }
+        for field_name, value_node in entries.items():
+            where = f"{key}.{field_name}"
+            if field_name in numbers:
+                low, high, whole = numbers[field_name]
+                settings[field_name] = self.number(value_node, where, low, high, whole)
+            elif field_name == "group":
+                value = self.value(value_node, where)
+                group = _multicast(value)
+                if group is None:
+                    self.problem(value_node, where, f"{value!r} is not a multicast address")
+                settings["group"] = group
+            elif field_name == "interface":
+                value = self.value(value_node, where)
+                if value is not None and not isinstance(value, str):
+                    self.problem(value_node, where, f"{value!r} is not an interface")
+                settings["interface"] = value
+            elif field_name == "expect":
+                settings["expect"] = self.text_list(value_node, where, _is_address, "an address")
+            elif field_name == "hops":
+                value = self.value(value_node, where)
+                if not isinstance(value, bool):
+                    self.problem(value_node, where, f"{value!r} is not true or false")
+                settings["hops"] = value
+        if len(self.problems) > before:
+            return None
+        return ProbeModule(name=name, **settings)  # type: ignore[arg-type]
+
+
+def _is_name(text: str) -> bool:
+    return bool(text) and len(text) <= 64 and all(c.isalnum() or c in "_-." for c in text)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _multicast(value: object) -> str | None:
+    try:
+        address = ipaddress.ip_address(str(value))
+    except ValueError:
+        return None
+    return str(address) if address.is_multicast else None
+
+
+def _is_listen(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    return _is_address(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def parse(text: str, filename: str = "<exporter config>") -> ExporterConfig:
+    """The configuration in `text`; raises ConfigError listing every problem."""
+    reader = _Reader(filename)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = ConfigProblem(filename, line, col, "", f"not valid YAML: {e.problem}")
+        raise ConfigError([problem]) from e
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        problem = ConfigProblem(filename, 1, 1, "", f"not valid YAML: {str(e).splitlines()[0]}")
+        raise ConfigError([problem]) from e
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
+        return ExporterConfig(source=filename)
+    entries = reader.mapping(root, "", TOP_KEYS)
+    settings: dict[str, object] = {}
+    if "listen" in entries:
+        what = "an address:port ([address]:port for IPv6)"
+        settings["listen"] = reader.text_list(entries["listen"], "listen", _is_listen, what)
+    if "runtime_dir" in entries:
+        value = reader.value(entries["runtime_dir"], "runtime_dir")
+        if not isinstance(value, str) or not value.startswith("/"):
+            reader.problem(entries["runtime_dir"], "runtime_dir", f"{value!r} is not a path")
+        settings["runtime_dir"] = value
+    if "sockets" in entries:
+        settings["sockets"] = reader.text_list(
+            entries["sockets"], "sockets", lambda s: s.startswith("/"), "an absolute path"
+        )
+    modules: dict[str, ProbeModule] = {}
+    if "modules" in entries:
+        for name, node in reader.mapping(entries["modules"], "modules", None).items():
+            module = reader.module(name, node)
+            if module is not None:
+                modules[name] = module
+    if reader.problems:
+        raise ConfigError(sorted(reader.problems, key=lambda p: (p.line, p.col)))
+    return ExporterConfig(source=filename, modules=modules, **settings)  # type: ignore[arg-type]
+
+
+def load(path: str | None) -> ExporterConfig:
+    """The file at `path`; the built-in defaults when path is None or DEFAULT_PATH is absent."""
+    if path is None:
+        try:
+            with open(DEFAULT_PATH, encoding="utf-8") as f:
+                return parse(f.read(), DEFAULT_PATH)
+        except FileNotFoundError:
+            return ExporterConfig()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        problem = ConfigProblem(path, 1, 1, "", f"cannot be read: {e.strerror}")
+        raise ConfigError([problem]) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError([ConfigProblem(path, 1, 1, "", "is not UTF-8 text")]) from e
+    return parse(text, path)
