@@ -1,9 +1,32 @@
-"""Several machines on one Ethernet segment, each a network namespace the test creates.
+"""Several machines on Ethernet segments, and a multicast router between two of them; each
+machine is a network namespace the test creates.
 
-A hub namespace holds a bridge; every host is a namespace with `lo` and an `eth0` whose veth
-peer is a port of that bridge. Addresses are private (10.77.0.0/24, fd77::/64) and exist only
-inside these namespaces; multicast is routed to `eth0`, so nothing leaves the segment. Every
-namespace name starts with `mcastd-h-`, and `Segment.delete` removes them all.
+A segment is a bridge in a hub namespace of its own; every host is a namespace with `lo` and
+an `eth0` whose veth peer is a port of that bridge. Addresses are private (10.77.0.0/24 and
+fd77::/64 for `segment()`) and exist only inside these namespaces; multicast is routed to
+`eth0`, so nothing leaves the segment. Every namespace name starts with `mcastd-h-`, and
+`Segment.delete` removes them all. Namespaces and links are made by `scripts/netns` (the one
+recipe shared with the demo, the autopkgtest and the bench); this module adds the topologies
+and the processes that need an owner.
+
+Routed (`routed()`): client segment "near" (10.78.1.0/24, fd78:1::/64) -- `Router` at .1 and
+::1 on both -- responder segment "far" (10.78.2.0/24, fd78:2::/64). The router forwards
+unicast (IPv4 and IPv6) and, with smcrouted from Debian (static `mroute` lines, its config,
+PID file and control socket in a temp dir of its own, so routers run side by side), the
+given groups both ways between `eth0` (near) and `eth1` (far). Every host has a default route
+via the router. A datagram crosses the router only with a TTL / hop limit of 2 or more, and
+arrives with one less:
+
+    with routed() as net:               # net.client, net.router, net.responder(s)
+        daemons.start(net.responder, "groups: [239.0.0.9]\n")
+        sock = net.client.client()      # bound to 10.78.1.2, multicasting out eth0
+        sock.setsockopt(IPPROTO_IP, IP_MULTICAST_TTL, 2)
+        extra = net.add_responder()     # another host behind the router (10.78.2.11)
+        near = net.add_client("peer")   # another host beside the client (10.78.1.3)
+        net.router.forward("239.1.2.3") # one more group, at once
+
+`Routed.add_responder(host=Host("box", pid=PID))` puts the namespace of a running process
+(e.g. a booted container's init) behind the router as well.
 
 Also here: daemons with a control socket, `mcastd say` inside a host, replies read together
 with the TTL / hop limit they arrived with, and polls for "answered again".
@@ -25,7 +48,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from tests.netns import REPO, Daemon, NetNS, mcastd_argv, sh
+from tests.netns import REPO, Daemon, NetNS, mcastd_argv, netns_script, sh
 
 PREFIX = "mcastd-h"
 PORT = 59259
@@ -33,21 +56,29 @@ PORT = 59259
 IP_RECVTTL = 12
 SUBNET4 = "10.77.0"
 SUBNET6 = "fd77::"
+# The routed topology: the client's segment, the router, the responders' segment.
+NEAR = ("10.78.1", "fd78:1::")
+FAR = ("10.78.2", "fd78:2::")
+ROUTER_OCTET = 1
+GROUPS = ("239.0.0.9", "ff05::9")
 
 
 class Host(NetNS):
-    """One machine: a namespace with only `lo` (up) until `Segment.plug` gives it `eth0`."""
+    """One machine: a namespace with only `lo` (up) until `Segment.plug` gives it `eth0`.
 
-    def __init__(self, role: str = "host") -> None:  # no veth pair or lo route of NetNS
+    With `pid`, the host is the network namespace of that running process (a booted
+    container, say) under a name of its own; `delete` then removes only the name.
+    """
+
+    def __init__(self, role: str = "host", pid: int | None = None) -> None:
+        # No veth pair or lo route of NetNS.
         self.name = f"{PREFIX}-{role}-{uuid.uuid4().hex[:6]}"
         self.v4: str | None = None
         self.v6: str | None = None
-        sh("ip", "netns", "add", self.name)
-        try:
-            self.ip("link", "set", "lo", "up")
-        except BaseException:
-            self.delete()
-            raise
+        if pid is None:
+            netns_script("add", self.name)
+        else:
+            sh("ip", "netns", "attach", self.name, str(pid))
 
     def index(self, link: str = "eth0") -> int:
         with self.entered():
@@ -89,46 +120,46 @@ class Host(NetNS):
 
 
 class Segment:
-    """A bridge (in a hub namespace of its own) with hosts plugged into it."""
+    """A bridge (in a hub namespace of its own) with hosts plugged into it; its subnet is
+    SUBNET4.0/24 and SUBNET6/64 (10.77.0.0/24 and fd77::/64 unless given)."""
 
-    def __init__(self) -> None:
+    def __init__(self, subnet4: str = SUBNET4, subnet6: str = SUBNET6) -> None:
+        self.subnet4 = subnet4
+        self.subnet6 = subnet6
         self.hub = Host("hub")
         self.hosts: list[Host] = []
         self.ports: dict[str, str] = {}  # host name -> its bridge port in the hub
         try:
             # No IGMP/MLD snooping: the bridge floods multicast like a hub, so what a host
             # hears depends on its own memberships only.
-            self.hub.ip("link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-            self.hub.ip("link", "set", "br0", "up")
+            netns_script("bridge", self.hub.name, "br0")
         except BaseException:
             self.hub.delete()
             raise
 
-    def add(self, role: str, last_octet: int, plugged: bool = True) -> Host:
-        """A new host at 10.77.0.N/24 and fd77::N/64, on the segment unless not `plugged`
-        (then `plug` connects it later)."""
-        host = Host(role)
+    def add(
+        self, role: str, last_octet: int, plugged: bool = True, host: Host | None = None
+    ) -> Host:
+        """A new host (or `host`) at SUBNET4.N/24 and SUBNET6:N/64, on the segment unless not
+        `plugged` (then `plug` connects it later)."""
+        if host is None:
+            host = Host(role)
         self.hosts.append(host)
-        host.v4 = f"{SUBNET4}.{last_octet}"
-        host.v6 = f"{SUBNET6}{last_octet:x}"
+        host.v4 = f"{self.subnet4}.{last_octet}"
+        host.v6 = f"{self.subnet6}{last_octet:x}"
         if plugged:
             self.plug(host)
         return host
 
     def plug(self, host: Host, link: str = "eth0", addresses: bool = True) -> None:
-        """Give `host` an interface `link` on the bridge (again, after `unplug`)."""
+        """Give `host` an interface `link` on the bridge (again, after `unplug`), with
+        multicast routed to it."""
         port = f"p{len(self.ports)}-{uuid.uuid4().hex[:4]}"
         self.ports[host.name] = port
-        self.hub.ip("link", "add", port, "type", "veth", "peer", "name", link, "netns", host.name)
+        netns_script("veth", self.hub.name, port, host.name, link)
         self.hub.ip("link", "set", port, "master", "br0")
-        self.hub.ip("link", "set", port, "up")
-        # No duplicate address detection: addresses are usable at once.
-        host.exec("sysctl", "-qw", f"net.ipv6.conf.{link}.accept_dad=0")
-        # Keep the IPv6 address over down/up, as IPv4 does (a network manager would re-add it).
-        host.exec("sysctl", "-qw", f"net.ipv6.conf.{link}.keep_addr_on_down=1")
         if addresses:
             self.address(host, link)
-        host.ip("link", "set", link, "up")
         host.ip("route", "replace", "224.0.0.0/4", "dev", link)
 
     def address(self, host: Host, link: str = "eth0") -> None:
@@ -153,6 +184,182 @@ def segment(*hosts: tuple[str, int]) -> Iterator[list[Host]]:
         yield [seg.add(role, octet) for role, octet in hosts]
     finally:
         seg.delete()
+
+
+class Router(Host):
+    """A host that forwards unicast (IPv4 and IPv6) and, once started, the multicast groups
+    given to `forward`, with smcrouted (static `mroute` lines) running in its namespace.
+
+    smcrouted's config, PID file, control socket and log are in a temp dir of this router, so
+    several routers run side by side; `delete` stops it and removes them.
+    """
+
+    def __init__(self, role: str = "router") -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="mcastd-r-"))  # short: AF_UNIX paths < 108
+        self.routes: list[tuple[str, str, str]] = []  # (inbound link, group, outbound link)
+        self.smcrouted: subprocess.Popen[bytes] | None = None
+        super().__init__(role)
+        try:
+            netns_script("router", self.name)
+        except BaseException:
+            self.delete()
+            raise
+
+    @property
+    def control(self) -> Path:
+        return self.dir / "smcroute.sock"
+
+    def forward(self, group: str, links: tuple[str, str] = ("eth0", "eth1")) -> None:
+        """Forward `group` both ways between the two links (at once if smcrouted runs)."""
+        first, second = links
+        for inbound, outbound in ((first, second), (second, first)):
+            self.routes.append((inbound, group, outbound))
+            if self.smcrouted is not None:
+                self.smcroutectl("add", inbound, group, outbound)
+
+    def smcroutectl(self, *argv: str) -> str:
+        """`smcroutectl ARGV...` against this router's smcrouted; its output."""
+        done = subprocess.run(
+            self.command(["smcroutectl", "-p", "-u", str(self.control), *argv]),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"smcroutectl {' '.join(argv)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Run smcrouted with the routes so far; return once it answers on its socket."""
+        config = self.dir / "smcroute.conf"
+        config.write_text("".join(f"mroute from {i} group {g} to {o}\n" for i, g, o in self.routes))
+        argv = ["smcrouted", "-n", "-i", self.name, "-f", str(config), "-u", str(self.control)]
+        argv += ["-P", str(self.dir / "smcroute.pid"), "-l", "info"]
+        with open(self.dir / "log", "wb") as log:
+            self.smcrouted = subprocess.Popen(
+                self.command(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.smcrouted.poll() is not None:
+                raise RuntimeError(f"smcrouted exited: {self.log}")
+            with suppress(RuntimeError):
+                self.smcroutectl("show", "routes")
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"smcrouted did not answer within {timeout} s: {self.log}")
+            time.sleep(0.05)
+
+    @property
+    def log(self) -> str:
+        path = self.dir / "log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.smcrouted is not None and self.smcrouted.poll() is None:
+            self.smcrouted.terminate()
+            try:
+                self.smcrouted.wait(5)
+            except subprocess.TimeoutExpired:
+                self.smcrouted.kill()
+                self.smcrouted.wait()
+
+    def delete(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            super().delete()
+
+
+class Routed:
+    """client segment (near) -- router -- responder segment (far); see the module docstring.
+
+    `client` and `responder` are the first host of each side; `clients` and `responders` all.
+    """
+
+    def __init__(self, groups: Sequence[str] = GROUPS) -> None:
+        self.clients: list[Host] = []
+        self.responders: list[Host] = []
+        self.near = Segment(*NEAR)
+        try:
+            self.far = Segment(*FAR)
+            try:
+                self.router = Router()
+            except BaseException:
+                self.far.delete()
+                raise
+        except BaseException:
+            self.near.delete()
+            raise
+        try:
+            for side, link in ((self.near, "eth0"), (self.far, "eth1")):
+                side.plug(self.router, link, addresses=False)
+                self.router.ip("addr", "add", f"{side.subnet4}.{ROUTER_OCTET}/24", "dev", link)
+                v6 = f"{side.subnet6}{ROUTER_OCTET:x}/64"
+                self.router.ip("addr", "add", v6, "dev", link, "nodad")
+            self.router.v4 = f"{NEAR[0]}.{ROUTER_OCTET}"
+            self.router.v6 = f"{NEAR[1]}{ROUTER_OCTET:x}"
+            for group in groups:
+                self.router.forward(group)
+        except BaseException:
+            self.delete()
+            raise
+
+    @property
+    def client(self) -> Host:
+        return self.clients[0]
+
+    @property
+    def responder(self) -> Host:
+        return self.responders[0]
+
+    def add_client(self, role: str = "client") -> Host:
+        """A host on the client's segment (10.78.1.2, .3, ...): a client, or a responder
+        one hop from the client."""
+        host = self.near.add(role, 2 + len(self.clients))
+        self.clients.append(host)
+        self._route_via_router(host, self.near)
+        return host
+
+    def add_responder(self, role: str = "responder", host: Host | None = None) -> Host:
+        """A host (a new one, or `host`) behind the router (10.78.2.10, .11, ...)."""
+        host = self.far.add(role, 10 + len(self.responders), host=host)
+        self.responders.append(host)
+        self._route_via_router(host, self.far)
+        return host
+
+    def _route_via_router(self, host: Host, side: Segment) -> None:
+        host.ip("route", "add", "default", "via", f"{side.subnet4}.{ROUTER_OCTET}")
+        host.ip("-6", "route", "add", "default", "via", f"{side.subnet6}{ROUTER_OCTET:x}")
+
+    def delete(self) -> None:
+        try:
+            self.router.delete()
+        finally:
+            try:
+                self.far.delete()
+            finally:
+                self.near.delete()
+
+
+@contextmanager
+def routed(
+    groups: Sequence[str] = GROUPS, responders: int = 1, clients: int = 1
+) -> Iterator[Routed]:
+    """The routed topology with smcrouted forwarding `groups`, `clients` hosts on the near
+    segment and `responders` behind the router; all stopped and deleted afterwards."""
+    net = Routed(groups)
+    try:
+        for _ in range(clients):
+            net.add_client()
+        for _ in range(responders):
+            net.add_responder()
+        net.router.start()
+        yield net
+    finally:
+        net.delete()
 
 
 class Daemons:

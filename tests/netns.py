@@ -2,6 +2,8 @@
 
 Every datagram a test sends stays inside a namespace made here: IPv4 multicast is routed to
 `lo`; IPv6 multicast, which `lo` does not carry, goes over a veth pair inside the namespace.
+The namespaces and links are made by `scripts/netns` (the one recipe that the demo, the
+autopkgtest and the bench run too); `netns_script` runs it.
 Client sockets are created inside the namespace from the test process itself (setns on the
 calling thread, then back), so tests talk to the daemon with ordinary sockets.
 """
@@ -24,11 +26,17 @@ from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
 REPO = Path(__file__).resolve().parent.parent
+NETNS_SCRIPT = REPO / "scripts" / "netns"
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+def netns_script(*argv: str) -> None:
+    """Run `scripts/netns ARGV...` (see its header for the commands)."""
+    sh(str(NETNS_SCRIPT), *argv)
 
 
 def _setns(fd: int) -> None:
@@ -42,14 +50,9 @@ class NetNS:
 
     def __init__(self, prefix: str = "mcastd-t") -> None:
         self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        sh("ip", "netns", "add", self.name)
+        netns_script("add", self.name)
         try:
-            self.ip("link", "set", "lo", "up")
-            self.ip("route", "add", "224.0.0.0/4", "dev", "lo", "src", "127.0.0.1")
-            self.ip("link", "add", "v6a", "type", "veth", "peer", "name", "v6b")
-            for link in ("v6a", "v6b"):
-                self.exec("sysctl", "-qw", f"net.ipv6.conf.{link}.accept_dad=0")
-                self.ip("link", "set", link, "up")
+            netns_script("-n", self.name, "local", "v6a", "v6b")
         except BaseException:
             self.delete()
             raise
