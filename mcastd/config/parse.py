@@ -1,17 +1,15 @@
 """`parse`: one YAML document to a Config, or one ConfigError listing every problem at once.
 
-It walks the YAML node tree (not the plain Python objects) so that every problem can be
-reported with the line and column it comes from. What each key accepts is one row of a table
-(`SETTING_FIELDS`, `STOP_FIELDS`, `TOP_FIELDS`): a new key is a dataclass field and one row.
+What each key accepts is one row of a table (`SETTING_FIELDS`, `STOP_FIELDS`, `TOP_FIELDS`):
+a new key is a field of the dataclass in `model` and one row here. The YAML side (nodes, lines
+and columns, the generic readers) is `nodes.NodeReader`.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 import yaml
 
@@ -28,19 +26,7 @@ from mcastd.config.model import (
     built_in_defaults,
     default_groups,
 )
-from mcastd.errors import ConfigError, ConfigProblem
-
-Entries = dict[str, tuple[yaml.Node, yaml.Node]]
-"""The entries of a mapping by key: (key node, value node)."""
-
-
-@dataclass(frozen=True)
-class Field:
-    """How one key is read: `read` returns its value, or None after recording the problem."""
-
-    read: Callable[[_Checker, yaml.Node, str], object]
-    nullable: bool = False
-    """`key: null` is a value (None: e.g. the kernel's choice), not a problem."""
+from mcastd.config.nodes import Entries, Field, NodeReader, compose, is_null, position
 
 
 def _integer(low: int, high: int, what: str) -> Callable[[_Checker, yaml.Node, str], object]:
@@ -55,103 +41,12 @@ def _number(low: float, high: float, what: str) -> Callable[[_Checker, yaml.Node
     return read
 
 
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
-
-
-class _Checker:
-    """Collects problems while walking the YAML node tree of one file."""
+class _Checker(NodeReader):
+    """The checker of mcastd.yaml: the readers of its values and its structure."""
 
     def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.problems: list[ConfigProblem] = []
+        super().__init__(filename)
         self.key_files: list[KeyFile] = []
-
-    def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
-        line, col = _position(node) if node else (1, 1)
-        self.problems.append(ConfigProblem(self.filename, line, col, key, message))
-
-    def mapping(self, node: yaml.Node, key: str, allowed: Sequence[str]) -> Entries:
-        """The entries of a mapping node by key, reporting unknown and repeated keys."""
-        if not isinstance(node, yaml.MappingNode):
-            self.problem(node, key, f"must be a mapping, not {_kind(node)}")
-            return {}
-        entries: Entries = {}
-        for key_node, value_node in node.value:
-            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            shown = name if isinstance(name, str) and name.isidentifier() else repr(name)
-            where = f"{key}.{shown}" if key else shown
-            if not isinstance(name, str) or name not in allowed:
-                hint = difflib.get_close_matches(str(name), allowed, n=1)
-                extra = f" (did you mean '{hint[0]}'?)" if hint else ""
-                self.problem(key_node, where, f"unknown key{extra}")
-            elif name in entries:
-                self.problem(key_node, where, "is given twice")
-            else:
-                entries[name] = (key_node, value_node)
-        return entries
-
-    def fields(self, entries: Entries, prefix: str, table: Mapping[str, Field]) -> dict[str, Any]:
-        """The values of the keys of `table` found in `entries`, by key. A key with a problem
-        is left out, so it keeps its inherited value; the problem is reported anyway."""
-        values: dict[str, Any] = {}
-        for name, row in table.items():
-            if name not in entries:
-                continue
-            node = entries[name][1]
-            if row.nullable and _is_null(node):
-                values[name] = None
-                continue
-            value = row.read(self, node, prefix + name)
-            if value is not None:
-                values[name] = value
-        return values
-
-    # -- one reader per kind of value: each returns the value or None after a problem --------
-
-    def scalar(self, node: yaml.Node, key: str) -> object:
-        """The Python value of a scalar node, or a problem and None."""
-        if not isinstance(node, yaml.ScalarNode):
-            self.problem(node, key, f"must be a single value, not {_kind(node)}")
-            return None
-        try:
-            return yaml.constructor.SafeConstructor().construct_object(node)
-        except yaml.MarkedYAMLError as e:
-            self.problem(node, key, f"cannot be read: {e.problem}")
-            return None
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
-            self.problem(node, key, f"cannot be read: {str(e).splitlines()[0]}")
-            return None
-
-    def number(
-        self, node: yaml.Node, key: str, low: float, high: float, what: str, whole: bool = True
-    ) -> float | None:
-        """A number in [low, high] (an int when `whole`), or a problem and None."""
-        value = self.scalar(node, key)
-        bounds = f"({low:g}-{high:g})"
-        if value is None and _is_null(node):
-            self.problem(node, key, f"must be {what} {bounds}, not empty")
-            return None
-        kinds = (int,) if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or value != value:  # NaN
-            if isinstance(node, yaml.ScalarNode) and value is not None:
-                self.problem(node, key, f"{node.value!r} is not {what} {bounds}")
-            return None
-        if not low <= value <= high:
-            self.problem(node, key, f"{value:g} is not {what} {bounds}")
-            return None
-        return value
-
-    def integer(self, node: yaml.Node, key: str, low: int, high: int, what: str) -> int | None:
-        value = self.number(node, key, low, high, what)
-        return None if value is None else int(value)
-
-    def boolean(self, node: yaml.Node, key: str) -> bool | None:
-        value = self.scalar(node, key)
-        if isinstance(value, bool):
-            return value
-        self.problem(node, key, f"{value!r} is not true or false")
-        return None
 
     def interface(self, node: yaml.Node, key: str) -> str | None:
         value = self.scalar(node, key)
@@ -193,7 +88,7 @@ class _Checker:
         """A STOP key file name, remembered with its place so that reading it can fail there."""
         path = self.scalar(node, key)
         if isinstance(path, str) and path.strip():
-            line, col = _position(node)
+            line, col = position(node)
             self.key_files.append(KeyFile(path, line, col, key))
             return path
         if path is not None:
@@ -292,7 +187,7 @@ class _Checker:
             if address is None:
                 if value is not None:
                     self.problem(item, where, f"{value!r} is not an address")
-                elif _is_null(item):
+                elif is_null(item):
                     self.problem(item, where, "must be an address, not empty")
                 continue
             if address.version != version or address.is_multicast or address.is_unspecified:
@@ -317,7 +212,7 @@ class _Checker:
 
 
 # What each key accepts, in the order operators read them (etc/mcastd.yaml).
-SETTING_FIELDS: Mapping[str, Field] = {
+SETTING_FIELDS: Mapping[str, Field[_Checker]] = {
     "port": Field(_integer(1, 65535, "a port")),
     "ttl": Field(_integer(0, 255, "a TTL")),
     "unicast_ttl": Field(_integer(1, 255, "a TTL"), nullable=True),  # null: system default
@@ -330,30 +225,17 @@ SETTING_FIELDS: Mapping[str, Field] = {
     "stop": Field(_Checker.stop_policy),
     "wait_for_interface": Field(_Checker.boolean),
 }
-STOP_FIELDS: Mapping[str, Field] = {
+STOP_FIELDS: Mapping[str, Field[_Checker]] = {
     "allow_from": Field(_Checker.networks, nullable=True),
     "key_file": Field(_Checker.key_file, nullable=True),
     "replay_window": Field(_number(1, 3600, "seconds")),
     "answer_refused": Field(_Checker.boolean),
 }
-TOP_FIELDS: Mapping[str, Field] = {
+TOP_FIELDS: Mapping[str, Field[_Checker]] = {
     "reply_rate_total": Field(_number(0, 1e9, "replies per second")),
 }
 TOP_KEYS = (*SETTING_FIELDS, "groups", *TOP_FIELDS)
 GROUP_KEYS = ("group", "ports", "sources", *SETTING_FIELDS)
-
-
-def _position(node: yaml.Node) -> tuple[int, int]:
-    """1-based (line, col) of a node, as editors count."""
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    return f"{node.value!r}"
 
 
 def _valid_interface(value: str) -> bool:
@@ -363,33 +245,10 @@ def _valid_interface(value: str) -> bool:
     return 0 < len(value) < 16 and not any(c in value for c in "/ \t\n:") and value.isprintable()
 
 
-def _compose(text: str, filename: str) -> yaml.Node | None:
-    """The YAML node tree of `text`; a syntax error is a ConfigError at its place."""
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        reason = e.problem or e.context or "not valid YAML"
-        raise ConfigError(
-            [ConfigProblem(filename, line, col, "", f"not valid YAML: {reason}")]
-        ) from e
-    except yaml.reader.ReaderError as e:
-        # A character YAML does not allow (control characters): located by its offset.
-        line = text.count("\n", 0, e.position) + 1
-        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
-        code = e.character if isinstance(e.character, int) else ord(e.character)
-        message = f"not valid YAML: character #x{code:04x} is not allowed"
-        raise ConfigError([ConfigProblem(filename, line, col, "", message)]) from e
-    except (yaml.YAMLError, RecursionError, ValueError) as e:
-        message = f"not valid YAML: {str(e).splitlines()[0]}"
-        raise ConfigError([ConfigProblem(filename, 1, 1, "", message)]) from e
-
-
 def parse(text: str, filename: str = "<config>") -> Config:
     """Validate a whole configuration document; raise ConfigError listing every problem."""
-    root = _compose(text, filename)
-    if root is None or _is_null(root):
+    root = compose(text, filename)
+    if root is None or is_null(root):
         return Config(filename, Settings(), built_in_defaults().groups)
     checker = _Checker(filename)
     entries = checker.mapping(root, "", TOP_KEYS)
@@ -402,7 +261,7 @@ def parse(text: str, filename: str = "<config>") -> Config:
         for g in groups:
             checker.check_interface_family(g.group, defaults, entries, "groups")
     else:
-        groups_at = _position(entries["groups"][0])
+        groups_at = position(entries["groups"][0])
         groups_node = entries["groups"][1]
         if not isinstance(groups_node, yaml.SequenceNode):
             checker.problem(groups_node, "groups", "must be a list of groups")
@@ -416,8 +275,7 @@ def parse(text: str, filename: str = "<config>") -> Config:
                     placed.append((i, item, found))
                     groups.append(found)
             _check_duplicates(checker, placed)
-    if checker.problems:
-        raise ConfigError(sorted(checker.problems, key=lambda p: (p.line, p.col)))
+    checker.raise_problems()
     return Config(
         filename,
         defaults,
