@@ -1,5 +1,6 @@
-"""The configuration: the model (`model`), the YAML checker (`parse`), the command line's
-choice of groups (`selection`) and the file and key I/O (`files`).
+"""The configuration: the model (`model`), the checker of mcastd.yaml (`parse`, on the YAML
+reader of `nodes`), the command line's choice of groups and port (`selection`) and the file
+and key I/O (`files`). Imports flow model <- parse <- files; selection needs only the model.
 
 Callers import from here; the names below are the package's public surface.
 """
