@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+from mcastd.config import is_ssm
+
 PROBE_WORD = "mcastd-probe"
 # Probe ids: this many random bytes, written as lower-case hex (upper-cased in the reply).
 ID_BYTES = 8
@@ -144,10 +146,16 @@ def problems(settings: ProbeSettings, root: bool) -> list[str]:
     floor = interval_floor(root)
     if settings.interval < floor:
         found.append(f"--interval below {floor} s is a flood and needs root (as ping)")
+    if settings.count is not None and settings.count < 1:
+        found.append("--count must be at least 1")
+    if settings.hops is not None and not 1 <= settings.hops <= MAX_TTL:
+        found.append(f"--hops is a TTL (1-{MAX_TTL})")
     if settings.hops is not None and settings.ttl != 1:
         found.append("--hops sweeps the TTL itself: drop --ttl")
     if settings.source is not None and (":" in settings.source) != settings.family_v6:
         found.append(f"--source {settings.source} is not of the group's address family")
+    if settings.join and is_ssm(settings.group):
+        found.append("--join hears replies sent to an any-source group, not an SSM one")
     if not 0.0 <= settings.max_loss <= 1.0:
         found.append("--max-loss is a percentage (0-100)")
     if len(schedule(settings)) > MAX_COUNT:
@@ -406,6 +414,19 @@ class Train:
                 tally.highest = seq
                 kind = ReplyKind.RECEIVED
         return Heard(address, seq, rtt, ttl, via, kind)
+
+    def settled(self) -> bool:
+        """With a roster, once every probe is sent: every expected responder has answered
+        every probe, so waiting longer cannot change the verdict (the run may end early)."""
+        roster = self.settings.roster
+        if roster is None or len(self.sent_at) < len(self.ttls):
+            return False
+        wanted = len(self.sent_at)
+        for address in roster.addresses:
+            tally = self.tallies.get(address)
+            if tally is None or len(tally.received) < wanted:
+                return False
+        return True
 
     def due(self) -> float | None:
         """When the last reply may still come in time (None before the first probe)."""

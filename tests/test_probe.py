@@ -410,3 +410,18 @@ def test_any_reply_stream_gives_a_consistent_report(
         r.ok(max_loss) for r in report.responders if r.address == A
     )
     assert render_text(report, max_loss).count("\n") >= len(report.responders) + 2
+
+
+def test_with_a_roster_the_run_is_settled_once_every_expected_responder_answered_all():
+    roster = Roster(((A, None), (B, None)))
+    t = train(count=2, roster=roster)
+    t.sent(0, 0.0)
+    for address in (A, B):
+        t.heard(reply_to(0), address, Via.UNICAST, 64, 0.1)
+    assert not t.settled()  # probe 1 is still to be sent
+    t.sent(1, 1.0)
+    t.heard(reply_to(1), A, Via.UNICAST, 64, 1.1)
+    assert not t.settled()
+    t.heard(reply_to(1), B, Via.UNICAST, 64, 1.1)
+    assert t.settled()
+    assert not train(count=1).settled()  # without a roster: wait for whoever else answers
