@@ -8,12 +8,12 @@ finds the daemons, and the probe modules a scrape may run.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import yaml
 
+from mcastd.config.nodes import NodeReader, compose, is_null, kind
 from mcastd.errors import ConfigError, ConfigProblem
 
 DEFAULT_PATH = "/etc/mcastd-exporter.yaml"
@@ -94,117 +94,65 @@ MODULE_KEYS = (
 )
 
 
-class _Reader:
-    """Walks the YAML node tree, collecting problems."""
+# key: (low, high, whole number, what it is) of the numeric keys of a module.
+NUMBERS = {
+    "port": (1, 65535, True, "a port"),
+    "ttl": (1, 255, True, "a TTL"),
+    "count": (1, MAX_COUNT, True, "a number of probes"),
+    "interval": (0.01, 60, False, "a number of seconds"),
+    "wait": (0.05, 60, False, "a number of seconds"),
+    "max_loss": (0, 1, False, "a loss ratio"),
+    "max_hops": (1, MAX_HOPS, True, "a TTL"),
+    "min_interval": (MIN_INTERVAL_FLOOR, 86400, False, "a number of seconds"),
+}
 
-    def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.problems: list[ConfigProblem] = []
 
-    def problem(self, node: yaml.Node, key: str, message: str) -> None:
-        mark = node.start_mark
-        self.problems.append(
-            ConfigProblem(self.filename, mark.line + 1, mark.column + 1, key, message)
-        )
-
-    def mapping(
-        self, node: yaml.Node, key: str, allowed: tuple[str, ...] | None
-    ) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
-            self.problem(node, key, "must be a mapping")
-            return {}
-        entries: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
-            where = f"{key}.{name}" if key else name
-            if allowed is not None and name not in allowed:
-                self.problem(key_node, where, f"unknown key (known: {', '.join(allowed)})")
-            elif name in entries:
-                self.problem(key_node, where, "is given twice")
-            else:
-                entries[name] = value_node
-        return entries
-
-    def value(self, node: yaml.Node, key: str) -> object:
-        if not isinstance(node, yaml.ScalarNode):
-            self.problem(node, key, "must be a single value")
-            return None
-        try:
-            return yaml.constructor.SafeConstructor().construct_object(node)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
-            self.problem(node, key, f"cannot be read: {str(e).splitlines()[0]}")
-            return None
-
-    def number(
-        self, node: yaml.Node, key: str, low: float, high: float, whole: bool
-    ) -> float | None:
-        value = self.value(node, key)
-        kinds = (int,) if whole else (int, float)
-        what = "a whole number" if whole else "a number"
-        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
-            self.problem(node, key, f"{value!r} is not {what} ({low:g}-{high:g})")
-            return None
-        if not low <= value <= high:
-            self.problem(node, key, f"{value:g} is not in {low:g}-{high:g}")
-            return None
-        return value
+class _Reader(NodeReader):
+    """mcastd.yaml's node reader, with the exporter file's keys."""
 
     def text_list(
         self, node: yaml.Node, key: str, check: Callable[[str], bool], what: str
     ) -> tuple[str, ...]:
+        """A list of strings that pass `check` (a single one is a list of one)."""
         items = node.value if isinstance(node, yaml.SequenceNode) else [node]
         found = []
         for i, item in enumerate(items):
             where = f"{key}[{i}]" if isinstance(node, yaml.SequenceNode) else key
-            value = self.value(item, where)
+            value = self.scalar(item, where)
             if isinstance(value, str) and check(value):
                 found.append(value)
-            elif value is not None or isinstance(item, yaml.ScalarNode):
+            elif value is not None or is_null(item):
                 self.problem(item, where, f"{value!r} is not {what}")
         return tuple(found)
 
     def module(self, name: str, node: yaml.Node) -> ProbeModule | None:
         key = f"modules.{name}"
+        before = len(self.problems)
         if not _is_name(name):
             self.problem(node, key, "a module name is letters, digits, '_', '-' and '.'")
         entries = self.mapping(node, key, MODULE_KEYS)
-        before = len(self.problems)
-        if "group" not in entries:
+        if isinstance(node, yaml.MappingNode) and "group" not in entries:
             self.problem(node, key, "needs a group")
         settings: dict[str, object] = {}
-        numbers = {
-            "port": (1, 65535, True),
-            "ttl": (1, 255, True),
-            "count": (1, MAX_COUNT, True),
-            "interval": (0.01, 60, False),
-            "wait": (0.05, 60, False),
-            "max_loss": (0, 1, False),
-            "max_hops": (1, MAX_HOPS, True),
-            "min_interval": (MIN_INTERVAL_FLOOR, 86400, False),
-        }
-        for field_name, value_node in entries.items():
+        for field_name, (_, value_node) in entries.items():
             where = f"{key}.{field_name}"
-            if field_name in numbers:
-                low, high, whole = numbers[field_name]
-                settings[field_name] = self.number(value_node, where, low, high, whole)
+            if field_name in NUMBERS:
+                low, high, whole, what = NUMBERS[field_name]
+                settings[field_name] = self.number(value_node, where, low, high, what, whole)
             elif field_name == "group":
-                value = self.value(value_node, where)
-                group = _multicast(value)
-                if group is None:
+                value = self.scalar(value_node, where)
+                settings["group"] = group = _multicast(value)
+                if group is None and value is not None:
                     self.problem(value_node, where, f"{value!r} is not a multicast address")
-                settings["group"] = group
             elif field_name == "interface":
-                value = self.value(value_node, where)
+                value = self.scalar(value_node, where)
                 if value is not None and not isinstance(value, str):
                     self.problem(value_node, where, f"{value!r} is not an interface")
                 settings["interface"] = value
             elif field_name == "expect":
                 settings["expect"] = self.text_list(value_node, where, _is_address, "an address")
             elif field_name == "hops":
-                value = self.value(value_node, where)
-                if not isinstance(value, bool):
-                    self.problem(value_node, where, f"{value!r} is not true or false")
-                settings["hops"] = value
+                settings["hops"] = self.boolean(value_node, where)
         if len(self.problems) > before:
             return None
         return ProbeModule(name=name, **settings)  # type: ignore[arg-type]
@@ -230,7 +178,7 @@ def _multicast(value: object) -> str | None:
     return str(address) if address.is_multicast else None
 
 
-def _is_listen(text: str) -> bool:
+def is_listen(text: str) -> bool:
     host, _, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     return _is_address(host) and port.isdigit() and 0 < int(port) < 65536
@@ -239,40 +187,37 @@ def _is_listen(text: str) -> bool:
 def parse(text: str, filename: str = "<exporter config>") -> ExporterConfig:
     """The configuration in `text`; raises ConfigError listing every problem."""
     reader = _Reader(filename)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = ConfigProblem(filename, line, col, "", f"not valid YAML: {e.problem}")
-        raise ConfigError([problem]) from e
-    except (yaml.YAMLError, ValueError, RecursionError) as e:
-        problem = ConfigProblem(filename, 1, 1, "", f"not valid YAML: {str(e).splitlines()[0]}")
-        raise ConfigError([problem]) from e
-    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
+    root = compose(text, filename)
+    if root is None or is_null(root):
         return ExporterConfig(source=filename)
     entries = reader.mapping(root, "", TOP_KEYS)
     settings: dict[str, object] = {}
     if "listen" in entries:
         what = "an address:port ([address]:port for IPv6)"
-        settings["listen"] = reader.text_list(entries["listen"], "listen", _is_listen, what)
+        settings["listen"] = reader.text_list(entries["listen"][1], "listen", is_listen, what)
     if "runtime_dir" in entries:
-        value = reader.value(entries["runtime_dir"], "runtime_dir")
+        node = entries["runtime_dir"][1]
+        value = reader.scalar(node, "runtime_dir")
         if not isinstance(value, str) or not value.startswith("/"):
-            reader.problem(entries["runtime_dir"], "runtime_dir", f"{value!r} is not a path")
+            reader.problem(node, "runtime_dir", f"{value!r} is not an absolute path")
         settings["runtime_dir"] = value
     if "sockets" in entries:
         settings["sockets"] = reader.text_list(
-            entries["sockets"], "sockets", lambda s: s.startswith("/"), "an absolute path"
+            entries["sockets"][1], "sockets", lambda s: s.startswith("/"), "an absolute path"
         )
     modules: dict[str, ProbeModule] = {}
     if "modules" in entries:
-        for name, node in reader.mapping(entries["modules"], "modules", None).items():
-            module = reader.module(name, node)
-            if module is not None:
-                modules[name] = module
-    if reader.problems:
-        raise ConfigError(sorted(reader.problems, key=lambda p: (p.line, p.col)))
+        node = entries["modules"][1]
+        if not isinstance(node, yaml.MappingNode):
+            reader.problem(node, "modules", f"must be a mapping of names, not {kind(node)}")
+        else:
+            for name_node, module_node in node.value:
+                name = str(name_node.value) if isinstance(name_node, yaml.ScalarNode) else "?"
+                if name in modules:
+                    reader.problem(name_node, f"modules.{name}", "is given twice")
+                elif (module := reader.module(name, module_node)) is not None:
+                    modules[name] = module
+    reader.raise_problems()
     return ExporterConfig(source=filename, modules=modules, **settings)  # type: ignore[arg-type]
 
 

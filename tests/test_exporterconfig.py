@@ -72,7 +72,7 @@ def test_empty_file_is_the_defaults(text: str) -> None:
     [
         (
             "lisen: x\n",
-            ["e.yaml:1:1: lisen: unknown key (known: listen, runtime_dir, sockets, modules)"],
+            ["e.yaml:1:1: lisen: unknown key (did you mean 'listen'?)"],
         ),
         (
             "listen: 9859\n",
@@ -85,20 +85,20 @@ def test_empty_file_is_the_defaults(text: str) -> None:
                 "([address]:port for IPv6)"
             ],
         ),
-        ("runtime_dir: run\n", ["e.yaml:1:14: runtime_dir: 'run' is not a path"]),
-        ("modules: [a]\n", ["e.yaml:1:10: modules: must be a mapping"]),
+        ("runtime_dir: run\n", ["e.yaml:1:14: runtime_dir: 'run' is not an absolute path"]),
+        ("modules: [a]\n", ["e.yaml:1:10: modules: must be a mapping of names, not a list"]),
         ("modules:\n  a:\n    port: 1\n", ["e.yaml:3:5: modules.a: needs a group"]),
         (
             "modules:\n  a:\n    group: 10.0.0.1\n    ttl: 0\n    count: 1000\n",
             [
                 "e.yaml:3:12: modules.a.group: '10.0.0.1' is not a multicast address",
-                "e.yaml:4:10: modules.a.ttl: 0 is not in 1-255",
-                "e.yaml:5:12: modules.a.count: 1000 is not in 1-100",
+                "e.yaml:4:10: modules.a.ttl: 0 is not a TTL (1-255)",
+                "e.yaml:5:12: modules.a.count: 1000 is not a number of probes (1-100)",
             ],
         ),
         (
             "modules:\n  a:\n    group: 239.0.0.9\n    min_interval: 0.5\n",
-            ["e.yaml:4:19: modules.a.min_interval: 0.5 is not in 1-86400"],
+            ["e.yaml:4:19: modules.a.min_interval: 0.5 is not a number of seconds (1-86400)"],
         ),
         (
             "modules:\n  a:\n    group: 239.0.0.9\n    expect: [10.0.0.1, bob]\n",
@@ -114,10 +114,7 @@ def test_empty_file_is_the_defaults(text: str) -> None:
         ),
         (
             "modules:\n  a:\n    group: 239.0.0.9\n    ttll: 3\n",
-            [
-                "e.yaml:4:5: modules.a.ttll: unknown key (known: group, port, ttl, count, "
-                "interval, wait, interface, expect, max_loss, hops, max_hops, min_interval)"
-            ],
+            ["e.yaml:4:5: modules.a.ttll: unknown key (did you mean 'ttl'?)"],
         ),
         (
             "listen: [\n",
