@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--group", action="append", type=group_argument, metavar="GROUP", help=group_help
         )
+        sub.add_argument(
+            "--port",
+            type=port_argument,
+            metavar="PORT",
+            help="only this port (with --group: exactly GROUP:PORT, as upstream's "
+            "`HEAR --group G --port P`; alone: every group on it)",
+        )
 
     run = command("run", "serve the configured groups in the foreground")
     config_options(

@@ -20,10 +20,9 @@ from mcastd.notify import Notifier, watchdog_interval
 from mcastd.server import Server
 
 
-def read_config(path: str | None, groups: Sequence[str] | None) -> Config:
-    """The configuration at `path` (None: built-in), narrowed to `groups` when given."""
-    config = load(path)
-    return select(config, groups) if groups else config
+def read_config(path: str | None, groups: Sequence[str] | None, port: int | None) -> Config:
+    """The configuration at `path` (None: built-in), narrowed to `groups` and `port` if given."""
+    return select(load(path), groups or (), port)
 
 
 def report_config_error(error: ConfigError) -> ExitCode:
@@ -35,7 +34,7 @@ def report_config_error(error: ConfigError) -> ExitCode:
 def check_main(args: argparse.Namespace) -> int:
     """`mcastd check`: one line per group, then the file and the number of sockets."""
     try:
-        config = read_config(resolve_path(args.config), args.group)
+        config = read_config(resolve_path(args.config), args.group, args.port)
     except ConfigError as e:
         return report_config_error(e)
     for g in config.groups:
@@ -52,9 +51,9 @@ def check_main(args: argparse.Namespace) -> int:
 def run_main(args: argparse.Namespace) -> int:
     """`mcastd run`: serve in the foreground (or detached) until stopped."""
     path = resolve_path(args.config)
-    groups = args.group
+    groups, port = args.group, args.port
     try:
-        config = read_config(path, groups)
+        config = read_config(path, groups, port)
     except ConfigError as e:
         return report_config_error(e)
     setup_logging(args.log_level)
@@ -64,7 +63,7 @@ def run_main(args: argparse.Namespace) -> int:
     server = Server(
         config,
         Notifier(),
-        reload_config=lambda: read_config(path, groups),
+        reload_config=lambda: read_config(path, groups, port),
         watchdog_interval=watchdog_interval(),
         control_path=args.control_socket or default_path(),
         instance=f"mcastd@{','.join(groups)}" if groups else "mcastd",
