@@ -19,11 +19,10 @@ arrives with one less:
 
     with routed() as net:               # net.client, net.router, net.responder(s)
         daemons.start(net.responder, "groups: [239.0.0.9]\n")
-        sock = net.client.client()      # bound to 10.78.1.2, multicasting out eth0
-        sock.setsockopt(IPPROTO_IP, IP_MULTICAST_TTL, 2)
+        sock = net.client.client(ttl=2) # bound to 10.78.1.2, multicasting out eth0
         extra = net.add_responder()     # another host behind the router (10.78.2.11)
         near = net.add_client("peer")   # another host beside the client (10.78.1.3)
-        net.router.forward("239.1.2.3") # one more group, at once
+        net.forward("239.1.2.3")        # one more group, at once
 
 `Routed.add_responder(host=Host("box", pid=PID))` puts the namespace of a running process
 (e.g. a booted container's init) behind the router as well.
@@ -91,16 +90,21 @@ class Host(NetNS):
             return False
         return True
 
-    def client(self, family: int = socket.AF_INET, link: str = "eth0") -> socket.socket:
-        """A UDP socket on this host, bound to its segment address, multicasting out `link`."""
+    def client(
+        self, family: int = socket.AF_INET, link: str = "eth0", ttl: int = 1
+    ) -> socket.socket:
+        """A UDP socket on this host, bound to its segment address, multicasting out `link`
+        with TTL / hop limit `ttl` (2 or more to cross a router)."""
         sock = self.socket(family)
         if family == socket.AF_INET6:
             sock.bind((self.v6, 0))
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.index(link))
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
         else:
             sock.bind((self.v4, 0))
             request = bytes(4) + socket.inet_aton(str(self.v4)) + struct.pack("@i", 0)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, request)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
         return sock
 
     def member(self, group: str, port: int = PORT, link: str = "eth0") -> socket.socket:
@@ -196,7 +200,7 @@ class Router(Host):
 
     def __init__(self, role: str = "router") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="mcastd-r-"))  # short: AF_UNIX paths < 108
-        self.routes: list[tuple[str, str, str]] = []  # (inbound link, group, outbound link)
+        self.routes: list[str] = []  # `mroute` lines
         self.smcrouted: subprocess.Popen[bytes] | None = None
         super().__init__(role)
         try:
@@ -210,12 +214,24 @@ class Router(Host):
         return self.dir / "smcroute.sock"
 
     def forward(self, group: str, links: tuple[str, str] = ("eth0", "eth1")) -> None:
-        """Forward `group` both ways between the two links (at once if smcrouted runs)."""
+        """Forward `group` from any source both ways between the two links."""
         first, second = links
-        for inbound, outbound in ((first, second), (second, first)):
-            self.routes.append((inbound, group, outbound))
-            if self.smcrouted is not None:
-                self.smcroutectl("add", inbound, group, outbound)
+        self.route(first, group, second)
+        self.route(second, group, first)
+
+    def route(self, inbound: str, group: str, outbound: str, source: str | None = None) -> None:
+        """Forward `group` (from `source` only, if given) arriving on `inbound` to `outbound`,
+        at once if smcrouted runs.
+
+        A (*,G) route becomes a kernel route for each new source only when smcrouted answers
+        the kernel's first datagram from it; until then the kernel queues at most 4 of them
+        (ipmr's unresolved queue) and drops the rest. An (S,G) route is in the kernel at once.
+        """
+        match = [group] if source is None else [source, group]
+        line = " ".join(["mroute from", inbound, *(["source", source] if source else []), "group"])
+        self.routes.append(f"{line} {group} to {outbound}\n")
+        if self.smcrouted is not None:
+            self.smcroutectl("add", inbound, *match, outbound)
 
     def smcroutectl(self, *argv: str) -> str:
         """`smcroutectl ARGV...` against this router's smcrouted; its output."""
@@ -233,7 +249,7 @@ class Router(Host):
     def start(self, timeout: float = 10.0) -> None:
         """Run smcrouted with the routes so far; return once it answers on its socket."""
         config = self.dir / "smcroute.conf"
-        config.write_text("".join(f"mroute from {i} group {g} to {o}\n" for i, g, o in self.routes))
+        config.write_text("".join(self.routes))
         argv = ["smcrouted", "-n", "-i", self.name, "-f", str(config), "-u", str(self.control)]
         argv += ["-P", str(self.dir / "smcroute.pid"), "-l", "info"]
         with open(self.dir / "log", "wb") as log:
@@ -282,6 +298,7 @@ class Routed:
     def __init__(self, groups: Sequence[str] = GROUPS) -> None:
         self.clients: list[Host] = []
         self.responders: list[Host] = []
+        self.groups: list[str] = []
         self.near = Segment(*NEAR)
         try:
             self.far = Segment(*FAR)
@@ -302,7 +319,7 @@ class Routed:
             self.router.v4 = f"{NEAR[0]}.{ROUTER_OCTET}"
             self.router.v6 = f"{NEAR[1]}{ROUTER_OCTET:x}"
             for group in groups:
-                self.router.forward(group)
+                self.forward(group)
         except BaseException:
             self.delete()
             raise
@@ -320,19 +337,38 @@ class Routed:
         one hop from the client."""
         host = self.near.add(role, 2 + len(self.clients))
         self.clients.append(host)
-        self._route_via_router(host, self.near)
+        self._connect(host, self.near)
         return host
 
     def add_responder(self, role: str = "responder", host: Host | None = None) -> Host:
         """A host (a new one, or `host`) behind the router (10.78.2.10, .11, ...)."""
         host = self.far.add(role, 10 + len(self.responders), host=host)
         self.responders.append(host)
-        self._route_via_router(host, self.far)
+        self._connect(host, self.far)
         return host
 
-    def _route_via_router(self, host: Host, side: Segment) -> None:
+    def forward(self, group: str) -> None:
+        """Forward `group` both ways: from any source, and at once from every host here."""
+        self.groups.append(group)
+        self.router.forward(group)
+        for host in self.clients:
+            self._forward_from(host, group, self.near)
+        for host in self.responders:
+            self._forward_from(host, group, self.far)
+
+    def _connect(self, host: Host, side: Segment) -> None:
         host.ip("route", "add", "default", "via", f"{side.subnet4}.{ROUTER_OCTET}")
         host.ip("-6", "route", "add", "default", "via", f"{side.subnet6}{ROUTER_OCTET:x}")
+        for group in self.groups:
+            self._forward_from(host, group, side)
+
+    def _forward_from(self, host: Host, group: str, side: Segment) -> None:
+        """An (S,G) route from `host`: its first datagrams are forwarded too (see
+        `Router.route`)."""
+        inbound, outbound = ("eth0", "eth1") if side is self.near else ("eth1", "eth0")
+        source = host.v6 if ":" in group else host.v4
+        assert source is not None
+        self.router.route(inbound, group, outbound, source)
 
     def delete(self) -> None:
         try:
