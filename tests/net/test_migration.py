@@ -10,6 +10,7 @@ replies are read from an AF_PACKET capture on `lo`. docs/migrating.md lists what
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -25,7 +26,7 @@ from typing import NamedTuple, Protocol
 import pytest
 
 from tests.hosts import Daemons, enable_ttl, environment, run
-from tests.netns import NetNS, mcastd_argv
+from tests.netns import REPO, NetNS, mcastd_argv
 
 pytestmark = pytest.mark.net
 
@@ -525,3 +526,88 @@ def test_run_group_port_serves_exactly_that_and_say_takes_upstreams_message_opti
             mcastd_argv("say", "--group", group, "--port", str(port), "--wait", "0.5", "-m", "x"),
         )
         assert (unheard.returncode, unheard.stdout) == (1, "")
+
+
+def test_pip_install_in_a_plain_venv_needs_no_libsystemd(tmp_path: Path):
+    # Upstream is pure Python; so is mcastd without the [systemd] extra (systemd-python builds
+    # from source and needs libsystemd's headers). Then logs go to stderr and sd_notify is
+    # sent by mcastd itself.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(
+        REPO / "mcastd", source / "mcastd", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.pop("MCASTD_CONFIG", None)
+    env.pop("JOURNAL_STREAM", None)
+    venv = tmp_path / "venv"
+    bin_dir = venv / "bin"
+
+    def command(*argv: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(a) for a in argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp_path,  # not the source tree: `import mcastd` must find the installed one
+            env=env,
+            check=False,
+        )
+
+    # Debian's python3 as a user would run it: without --system-site-packages, so that
+    # Debian's python3-systemd is out of sight.
+    made = command("/usr/bin/python3", "-m", "venv", venv)
+    assert made.returncode == 0, made.stderr
+    pip = command(bin_dir / "pip", "install", "--disable-pip-version-check", "-q", source)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    frozen = command(bin_dir / "pip", "list", "--format=freeze").stdout.splitlines()
+    installed = {line.split("==")[0].lower() for line in frozen}
+    assert {"mcastd", "pyyaml", "python-daemon"} <= installed
+    assert "systemd-python" not in installed
+    assert command(bin_dir / "python", "-c", "import systemd.daemon").returncode == 1
+
+    netns = NetNS(PREFIX)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    proc = None
+    try:
+        notify.bind(str(tmp_path / "notify"))
+        stderr_path = tmp_path / "stderr"
+        with open(stderr_path, "wb") as stderr:
+            proc = subprocess.Popen(
+                netns.command(
+                    [
+                        str(bin_dir / "mcastd"),
+                        *("run", "--group", GROUP, "--port", str(PORT)),
+                        *("--control-socket", str(tmp_path / "control.sock")),
+                    ]
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=tmp_path,
+                env={**env, "NOTIFY_SOCKET": str(tmp_path / "notify")},
+            )
+        notify.settimeout(30)
+        message = notify.recv(4096).decode()  # sent by notify.socket_notify
+        assert message.startswith("READY=1\n"), message
+        said = command(
+            *netns.command([str(bin_dir / "mcastd"), "say", "--group", GROUP, "-m", "from pip"]),
+            timeout=30,
+        )
+        assert said.returncode == 0, said.stderr
+        assert said.stdout.startswith(f"127.0.0.1:{PORT} HEAR [ FROM PIP SAID ('127.0.0.1', ")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        # Logged to stderr (no JournalHandler); no file on a fresh machine: built-in defaults.
+        source_of = (
+            "/etc/mcastd.yaml" if Path("/etc/mcastd.yaml").exists() else "<built-in defaults>"
+        )
+        assert f"starting with {source_of}" in stderr_path.read_text()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+        netns.delete()
