@@ -1,13 +1,14 @@
 """The Python part of mcastd's per-datagram cost, without the kernel and without the noise.
 
-`Server.serve` is driven with a stand-in socket whose `recvfrom` hands out the same 64-byte
-datagram and whose `sendto` is a C builtin that does nothing, so the time measured is the
-daemon's own Python work per datagram: the decision, the dispatch of its actions, the
-counters. The floor's equivalent (`bytes.upper()` in a loop) is measured the same way. On a
-shared VM, where the rate steps move by tens of percent from run to run, this figure moves
-by a few percent: it is the one to watch when changing the hot path.
+`Channel.serve_batch` (`Server.serve` before the redesign) is driven with a stand-in socket
+whose `recvfrom` hands out the same 64-byte datagram and whose `sendto` is a C builtin that
+does nothing, so the time measured is the daemon's own Python work per datagram: the
+decision, the dispatch of its actions, the counters. The floor's equivalent (`bytes.upper()`
+in a loop) is measured the same way. On a shared VM, where the rate steps move by tens of
+percent from run to run, this figure moves by a few percent: it is the one to watch when
+changing the hot path.
 
-It reaches into mcastd's internals (Server, Channel, net.Listener); if they change shape,
+It reaches into mcastd's internals (Channel, net.GroupSocket); if they change shape,
 `measure` says so instead of failing the run.
 """
 
@@ -67,26 +68,51 @@ def floor_cost(count: int = 64 * BATCHES) -> float:
     return _per_datagram(run, count)
 
 
-def mcastd_cost(repo: Path, config_text: str) -> float:
-    """Microseconds of Python per datagram in Server.serve for the first endpoint."""
+def _serve_function(repo: Path, config_text: str, sock: StubSocket) -> tuple[Any, int]:
+    """(serve(now), datagrams per batch) for the first endpoint, in either tree's shape.
+
+    Since the redesign a Channel serves its own batches (`Channel.serve_batch`); before it,
+    `Server.serve(channel, now)` did. Both are measured, so that an A/B run can compare them.
+    """
     sys.path.insert(0, str(repo))
     try:
-        from mcastd import config, net, server
+        from mcastd import config, net
+
+        try:
+            from mcastd import channel as channel_module
+        except ImportError:
+            channel_module = None
+        from mcastd import server
         from mcastd.notify import Notifier
     finally:
         sys.path.remove(str(repo))
-    cfg = config.parse(config_text, Path("bench.yaml"))
+    cfg = config.parse(config_text, "bench.yaml")
     endpoint = next(iter(cfg.endpoints()))
+    if channel_module is not None:
+        chan = channel_module.Channel(endpoint, net.GroupSocket(sock, (), 0), None, None, 0.0)
+        wall = time.time
+
+        def serve_batch(now: float) -> None:
+            chan.serve_batch(now, wall())
+
+        return serve_batch, channel_module.BATCH
+    srv = server.Server(cfg, Notifier(lambda state: True))
+    old = server.Channel(endpoint, net.Listener(sock, (), 0), None, None, time.time())
+
+    def serve(now: float) -> None:
+        srv.serve(old, now)
+
+    return serve, server.BATCH
+
+
+def mcastd_cost(repo: Path, config_text: str) -> float:
+    """Microseconds of Python per datagram in serving the first endpoint's batches."""
     sock = StubSocket()
-    fields = [sock] + [None] * (len(net.Listener._fields) - 1)
-    listener = net.Listener(*fields)
     # Log lines go nowhere, but the per-datagram logging decision is still taken.
     logging.getLogger("mcastd").addHandler(logging.NullHandler())
     logging.getLogger("mcastd").propagate = False
     logging.getLogger("mcastd").setLevel(logging.INFO)
-    srv = server.Server(cfg, Notifier(lambda state: True))
-    channel = server.Channel(endpoint, listener, None, None, time.time())
-    batch = server.BATCH
+    serve, batch = _serve_function(repo, config_text, sock)
     count = batch * BATCHES
 
     def run() -> None:
@@ -98,7 +124,7 @@ def mcastd_cost(repo: Path, config_text: str) -> float:
         sock.recvfrom = recvfrom
         now = time.monotonic()
         for _ in range(BATCHES):
-            srv.serve(channel, now)
+            serve(now)
 
     return _per_datagram(run, count) - _call_overhead(count)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno as errno_codes
 import os
 from dataclasses import dataclass
 
@@ -38,11 +37,6 @@ class SocketSetupError(Exception):
         self.where = where
         self.errno = errno
         self.message = message
-
-
-def errno_name(code: int) -> str:
-    """`EADDRINUSE` for 98: the name operators search for."""
-    return errno_codes.errorcode.get(code, str(code))
 
 
 def strerror(code: int) -> str:

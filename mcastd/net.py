@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import ipaddress
 import os
 import resource
@@ -19,6 +18,7 @@ from typing import NamedTuple
 
 from mcastd.config import Endpoint
 from mcastd.errors import SocketSetupError, strerror
+from mcastd.links import interface_index, ipv4_interface_address, ipv6_interface, is_address
 
 # Linux values the socket module of Python 3.11 does not name (linux/in.h, linux/in6.h).
 IP_MULTICAST_ALL = 49
@@ -27,16 +27,9 @@ IP_ADD_SOURCE_MEMBERSHIP = 39
 IP_DROP_SOURCE_MEMBERSHIP = 40
 MCAST_JOIN_SOURCE_GROUP = 46
 MCAST_LEAVE_SOURCE_GROUP = 47
-# linux/sockios.h
-SIOCGIFFLAGS = 0x8913
-SIOCGIFADDR = 0x8915
-IFF_UP = 0x1
-IFF_RUNNING = 0x40
 # Ask for this much receive buffer; the kernel caps it at net.core.rmem_max without complaint.
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 SOCKADDR_STORAGE = 128
-
-IF_INET6 = "/proc/net/if_inet6"
 
 
 class Membership(NamedTuple):
@@ -47,102 +40,12 @@ class Membership(NamedTuple):
     request: bytes
 
 
-class Listener(NamedTuple):
+class GroupSocket(NamedTuple):
     """A bound, joined socket, its memberships and the interface index they are on."""
 
     sock: socket.socket
     memberships: tuple[Membership, ...]
     ifindex: int
-
-
-class LinkState(NamedTuple):
-    """What the poll sees of a configured interface: its index (0: absent) and whether up."""
-
-    ifindex: int
-    up: bool
-
-
-def interface_index(name: str) -> int:
-    try:
-        return socket.if_nametoindex(name)
-    except OSError as e:
-        raise SocketSetupError(f"interface {name}", errno.ENODEV, "does not exist") from e
-
-
-def _ifreq(sock: socket.socket, request: int, name: str) -> bytes:
-    return fcntl.ioctl(sock.fileno(), request, struct.pack("16s24x", name.encode()[:15]))
-
-
-def ipv4_interface_address(name: str) -> str:
-    """The (first) IPv4 address of interface `name`, as the kernel's SIOCGIFADDR gives it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            answer = _ifreq(sock, SIOCGIFADDR, name)
-        except OSError as e:
-            code = e.errno or errno.ENODEV
-            if code == errno.ENODEV:
-                raise SocketSetupError(f"interface {name}", code, "does not exist") from e
-            raise SocketSetupError(f"interface {name}", code, "has no IPv4 address") from e
-    return socket.inet_ntoa(answer[20:24])
-
-
-def ipv6_interface(address: str, table: str = IF_INET6) -> tuple[int, str]:
-    """(index, name) of the interface that has this IPv6 address (from /proc/net/if_inet6)."""
-    wanted = ipaddress.IPv6Address(address).packed.hex()
-    try:
-        with open(table, encoding="ascii") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) >= 6 and fields[0] == wanted:
-                    return int(fields[1], 16), fields[5]
-    except OSError:
-        pass  # no IPv6 on this host: said below
-    raise SocketSetupError(
-        f"interface {address}", errno.EADDRNOTAVAIL, "no interface has this address"
-    )
-
-
-def ipv4_interface_of(address: str) -> str | None:
-    """The name of the interface with this IPv4 address, if any."""
-    for _, name in socket.if_nameindex():
-        with contextlib.suppress(SocketSetupError):
-            if ipv4_interface_address(name) == address:
-                return name
-    return None
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def interface_name(endpoint: Endpoint) -> str | None:
-    """The name of the endpoint's interface now (an address is looked up), None if absent."""
-    iface = endpoint.interface
-    if iface is None or not _is_address(iface):
-        return iface
-    if ":" in iface:
-        with contextlib.suppress(SocketSetupError):
-            return ipv6_interface(iface)[1]
-        return None
-    return ipv4_interface_of(iface)
-
-
-def link_state(endpoint: Endpoint) -> LinkState:
-    """Index and up/running state of the endpoint's configured interface (0, False: absent)."""
-    name = interface_name(endpoint)
-    if name is None:
-        return LinkState(0, False)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            index = socket.if_nametoindex(name)
-            flags = struct.unpack_from("H", _ifreq(sock, SIOCGIFFLAGS, name), 16)[0]
-        except OSError:
-            return LinkState(0, False)
-    return LinkState(index, bool(flags & IFF_UP and flags & IFF_RUNNING))
 
 
 def _sockaddr(family: int, address: str) -> bytes:
@@ -160,7 +63,7 @@ def memberships(endpoint: Endpoint) -> tuple[tuple[Membership, ...], int]:
     v6 = endpoint.family == socket.AF_INET6
     if iface is None:
         index = 0
-    elif _is_address(iface):
+    elif is_address(iface):
         index = ipv6_interface(iface)[0] if v6 else 0
     else:
         index = interface_index(iface)
@@ -182,7 +85,7 @@ def memberships(endpoint: Endpoint) -> tuple[tuple[Membership, ...], int]:
         return (Membership(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, request),), index
     if iface is None:
         local = "0.0.0.0"  # noqa: S104 (an interface field, not a bind: the kernel's choice)
-    elif _is_address(iface):
+    elif is_address(iface):
         local = iface
     else:
         local = ipv4_interface_address(iface) if endpoint.sources else "0.0.0.0"  # noqa: S104
@@ -223,7 +126,14 @@ def _explain(stage: str, code: int, endpoint: Endpoint) -> str:
     if code == errno.ENODEV and stage == "join":
         if endpoint.interface:
             return f"cannot join on interface {endpoint.interface}: it is down or has no address"
-        return "no route for multicast: add one (ip route add 224.0.0.0/4 dev IF) or set interface:"
+        # The kernel picks the interface of a join without one by routing the group: IPv4
+        # looks in the main table, IPv6 in any (each multicast-capable interface that is up
+        # adds ff00::/8 to table local; with none, e.g. only lo, there is no route).
+        if endpoint.family == socket.AF_INET6:
+            route = "ip -6 route add ff00::/8 dev IF"
+        else:
+            route = "ip route add 224.0.0.0/4 dev IF"
+        return f"no route for multicast: add one ({route}) or set interface:"
     if code == errno.EADDRNOTAVAIL and stage == "join" and endpoint.interface:
         return f"cannot join on interface {endpoint.interface}: no such local address"
     if code == errno.EAFNOSUPPORT:
@@ -274,8 +184,8 @@ def _join(sock: socket.socket, joined: Iterable[Membership]) -> None:
         sock.setsockopt(m.level, JOIN_OPTION[m.leave_option], m.request)
 
 
-def open_listener(endpoint: Endpoint) -> Listener:
-    """A non-blocking socket bound to (group, port), joined, with reply TTL set."""
+def open_group_socket(endpoint: Endpoint) -> GroupSocket:
+    """A non-blocking socket bound to (group, port), joined, with the reply hop limits set."""
     stage = "socket"
     sock: socket.socket | None = None
     try:
@@ -310,7 +220,7 @@ def open_listener(endpoint: Endpoint) -> Listener:
             sock.close()  # closing also drops whatever was joined before the failure
         code = e.errno or errno.EINVAL
         raise SocketSetupError(str(endpoint), code, _explain(stage, code, endpoint)) from e
-    return Listener(sock, joined, index)
+    return GroupSocket(sock, joined, index)
 
 
 # IP_TTL / IPV6_UNICAST_HOPS: -1 puts a socket back on the system default
@@ -337,7 +247,7 @@ def apply_interface(sock: socket.socket, endpoint: Endpoint, index: int) -> None
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
         return
     iface = endpoint.interface
-    local = iface if iface is not None and _is_address(iface) else "0.0.0.0"  # noqa: S104
+    local = iface if iface is not None and is_address(iface) else "0.0.0.0"  # noqa: S104
     # A whole struct ip_mreqn (12 bytes; its group field is ignored): given only 8 bytes the
     # kernel reads a struct ip_mreq and would take the index for an address.
     request = bytes(4) + socket.inet_aton(local) + struct.pack("@i", index)
@@ -355,46 +265,46 @@ def bound_to_interface(endpoint: Endpoint) -> bool:
     return ipaddress.IPv6Address(endpoint.group).packed[1] & 0x0F in (1, 2)
 
 
-def rejoin(listener: Listener, endpoint: Endpoint) -> Listener:
+def rejoin(group_socket: GroupSocket, endpoint: Endpoint) -> GroupSocket:
     """Join the endpoint's group(s) on its interface as it is now; leave the old ones first.
 
     For a changed interface on reload, and when an interface came back or was re-created.
     (Not for a group that is `bound_to_interface` on another index: that needs a new socket.)
     """
     joined, index = memberships(endpoint)
-    leave(listener)
+    leave(group_socket)
     try:
-        _join(listener.sock, joined)
-        apply_interface(listener.sock, endpoint, index)
+        _join(group_socket.sock, joined)
+        apply_interface(group_socket.sock, endpoint, index)
     except OSError as e:
         code = e.errno or errno.EINVAL
         raise SocketSetupError(str(endpoint), code, _explain("join", code, endpoint)) from e
-    return Listener(listener.sock, joined, index)
+    return GroupSocket(group_socket.sock, joined, index)
 
 
-def leave(listener: Listener) -> None:
+def leave(group_socket: GroupSocket) -> None:
     """Drop the memberships; closing would too, but leaving first sends the report at once."""
-    for m in listener.memberships:
+    for m in group_socket.memberships:
         # If the interface went away, the kernel has already dropped the membership.
         with contextlib.suppress(OSError):
-            listener.sock.setsockopt(m.level, m.leave_option, m.request)
+            group_socket.sock.setsockopt(m.level, m.leave_option, m.request)
 
 
-def close_listener(listener: Listener) -> None:
-    leave(listener)
-    listener.sock.close()
+def close_group_socket(group_socket: GroupSocket) -> None:
+    leave(group_socket)
+    group_socket.sock.close()
 
 
 def open_all(
-    endpoints: Iterable[Endpoint], opener: Callable[[Endpoint], Listener] = open_listener
-) -> dict[tuple[str, int], Listener]:
+    endpoints: Iterable[Endpoint], opener: Callable[[Endpoint], GroupSocket] = open_group_socket
+) -> dict[tuple[str, int], GroupSocket]:
     """Open every endpoint, or none: on the first failure the ones already open are closed."""
-    opened: dict[tuple[str, int], Listener] = {}
+    opened: dict[tuple[str, int], GroupSocket] = {}
     try:
         for endpoint in endpoints:
             opened[endpoint.key] = opener(endpoint)
     except BaseException:
-        for listener in opened.values():
-            close_listener(listener)
+        for group_socket in opened.values():
+            close_group_socket(group_socket)
         raise
     return opened

@@ -5,7 +5,7 @@ datagram is `HEAR [ {TEXT.upper()} SAID ('{ip}', {port}) ] from {group}`, the pa
 neither stripped nor normalised, and an empty datagram is answered. Unlike upstream, only a
 datagram whose whole text (stripped) is `STOP` stops the server: `NONSTOP` or `BUS STOP` do not.
 
-`decide` is the stateless core. `Responder` adds the defences of one (group, port), each with
+`decide` is the stateless core. `Rules` adds the defences of one endpoint, each with
 the state it needs and the time passed in: who may send, who may STOP (and authenticated
 STOP), per-source and global reply rates.
 """
@@ -81,15 +81,14 @@ class Refused(NamedTuple):
 
 Action = Heard | Reply | Stop | Drop | Refused
 
+# A datagram that is a reply itself: one constant tuple, so that the loop can tell it from a
+# request by identity (it is neither answered nor logged).
+ECHOED: tuple[Action, ...] = (Drop(DropReason.ECHO),)
+
 
 def is_stop(text: str) -> bool:
     """True when the text, stripped of surrounding white space, is exactly STOP."""
     return text.strip() == STOP_WORD
-
-
-def reply_text(text: str, source: tuple[str, int], group: str) -> str:
-    """Upstream's reply, to the byte: the source is shown as a Python (ip, port) tuple."""
-    return f"HEAR [ {text.upper()} SAID ('{source[0]}', {source[1]}) ] from {group}"
 
 
 def decide(
@@ -103,11 +102,11 @@ def decide(
     """What HEAR does with one datagram heard on (group, port) from `source`, no defences.
 
     `source` is the sender as the socket reports it; only its address and port are used.
-    `now` (monotonic seconds) is unused by the bare protocol; Responder's rules use it.
+    `now` (monotonic seconds) is unused by the bare protocol; Rules use it.
     """
     del now
     if reply == "group" and payload.startswith(REPLY_PREFIX):
-        return (Drop(DropReason.ECHO),)
+        return ECHOED
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -124,7 +123,8 @@ def decide(
         # used to amplify traffic towards a forged source.
         answer = Drop(DropReason.AMPLIFYING)
     else:
-        # reply_text(), built from the upper-cased bytes already at hand
+        # upstream's reply to the byte (the source shown as a Python tuple), from the
+        # upper-cased bytes already at hand
         data = b"".join(
             (b"HEAR [ ", shout, f" SAID ('{source[0]}', {source[1]}) ] from {group}".encode())
         )
@@ -218,8 +218,11 @@ class AddressFilter:
         return known
 
 
-class Responder:
-    """The protocol for one (group, port) with its defences; `decide` for each datagram."""
+class Rules:
+    """The protocol for one endpoint with its defences; `decide` for each datagram.
+
+    (In the product a "responder" is a host that runs mcastd; these are the rules it applies.)
+    """
 
     def __init__(
         self,

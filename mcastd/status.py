@@ -12,8 +12,9 @@ from typing import Any
 from mcastd.config import format_address
 from mcastd.control import find_sockets, query
 from mcastd.exitcodes import ExitCode, fail
+from mcastd.snapshot import status_document
 
-Document = dict[str, Any]
+Document = dict[str, Any]  # as mcastd.snapshot builds it, read back from JSON
 
 
 def gather(sockets: Sequence[str], runtime_root: str) -> tuple[list[Document], list[str]]:
@@ -53,7 +54,7 @@ def only_groups(documents: Iterable[Document], groups: Sequence[str]) -> list[Do
 
 
 def render_json(documents: list[Document]) -> str:
-    return json.dumps({"schema": 1, "daemons": documents}, indent=2, sort_keys=True)
+    return json.dumps(status_document(documents), indent=2, sort_keys=True)
 
 
 def _duration(seconds: float) -> str:
@@ -118,6 +119,11 @@ def render_text(documents: list[Document], now: float | None = None) -> str:
                 )
             )
             notes = [f"{n} {reason}" for reason, n in sorted(dropped.items())]
+            state = e.get("state", "serving")  # absent from daemons before the field was added
+            if state == "waiting":
+                notes.insert(0, f"waiting for interface {e['interface']}")
+            elif state != "serving":
+                notes.insert(0, f"{state}: {e.get('error') or 'unknown error'}")
             if e["listened"]:
                 notes.append(f"{e['listened']} listened (reply: none)")
             if e["suppressed_lines"]:

@@ -16,7 +16,7 @@ from mcastd.protocol import (
     Heard,
     Refused,
     Reply,
-    Responder,
+    Rules,
     SourceLimiter,
     Stop,
     TokenBucket,
@@ -29,8 +29,8 @@ KEY = b"k" * 32
 T0 = 1_800_000_000.0
 
 
-def responder(key: bytes | None = None, **settings: object) -> Responder:
-    return Responder(Endpoint(GROUP, PORT, Settings(**settings)), key)  # type: ignore[arg-type]
+def responder(key: bytes | None = None, **settings: object) -> Rules:
+    return Rules(Endpoint(GROUP, PORT, Settings(**settings)), key)  # type: ignore[arg-type]
 
 
 def nets(*texts: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -80,7 +80,7 @@ def test_reply_rate_zero_is_unlimited():
 
 def test_total_cap_applies_across_sources():
     total = TokenBucket(rate=5, burst=5, now=0.0)
-    r = Responder(Endpoint(GROUP, PORT, Settings(reply_rate=0)), None, total)
+    r = Rules(Endpoint(GROUP, PORT, Settings(reply_rate=0)), None, total)
     results = [kinds(r.decide(b"x", (f"192.0.2.{i}", 1), 0.0, T0))[1] for i in range(8)]
     assert results.count("Reply") == 5
 
@@ -147,7 +147,7 @@ def test_refusals_are_logged_once_a_minute_per_source():
     assert other == Refused(StopRefusal.DISABLED, True)
 
 
-def keyed(**stop: object) -> Responder:
+def keyed(**stop: object) -> Rules:
     return responder(KEY, stop=StopPolicy(key_file="k", **stop))  # type: ignore[arg-type]
 
 
