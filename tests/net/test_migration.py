@@ -611,3 +611,24 @@ def test_pip_install_in_a_plain_venv_needs_no_libsystemd(tmp_path: Path):
             proc.wait()
         notify.close()
         netns.delete()
+
+
+def test_upstreams_environment_variables_are_not_read():
+    upstream_env = {
+        "MULTICAST_PORT": "50000",
+        "MULTICAST_GROUP": "239.1.2.3",
+        "MULTICAST_TTL": "5",
+        "MULTICAST_BUFFER_SIZE": "100",
+    }
+    checked = subprocess.run(
+        mcastd_argv("check"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**plain_env(), **upstream_env, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    first, second = checked.stdout.splitlines()[:2]  # the built-in groups, port and ttl
+    assert first.startswith("239.0.0.9 port 59259: ") and ", ttl 1," in first
+    assert second.startswith("ff05::9 port 59259: ") and ", ttl 1," in second
