@@ -630,5 +630,7 @@ def test_upstreams_environment_variables_are_not_read():
     )
     assert checked.returncode == 0, checked.stderr
     first, second = checked.stdout.splitlines()[:2]  # the built-in groups, port and ttl
-    assert first.startswith("239.0.0.9 port 59259: ") and ", ttl 1," in first
-    assert second.startswith("ff05::9 port 59259: ") and ", ttl 1," in second
+    assert first.startswith("239.0.0.9 port 59259: ")
+    assert ", ttl 1," in first
+    assert second.startswith("ff05::9 port 59259: ")
+    assert ", ttl 1," in second
