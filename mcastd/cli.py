@@ -10,7 +10,7 @@ import argparse
 import logging
 from collections.abc import Callable, Sequence
 
-from mcastd import __version__, client, launch, status
+from mcastd import __version__, client, launch, prober, status
 from mcastd.config import DEFAULT_GROUPS, DEFAULT_PORT, canonical_group
 from mcastd.control import RUNTIME_ROOT
 from mcastd.exitcodes import ExitCode, epilog, fail
@@ -151,6 +151,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     say_cmd.add_argument("message", nargs="*", metavar="MESSAGE", help="the words to send")
 
+    probe = command("probe", "ask which hosts hear a group: loss, RTT, hops (docs/probe.md)")
+    probe.add_argument(
+        "--group",
+        type=group_argument,
+        default=DEFAULT_GROUPS[0],
+        help=f"group to probe (default: {DEFAULT_GROUPS[0]})",
+    )
+    probe.add_argument(
+        "--port", type=port_argument, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
+    )
+    probe.add_argument(
+        "-c", "--count", type=int, metavar="N", help="probes (default 5; 3 per TTL with --hops)"
+    )
+    probe.add_argument(
+        "-i", "--interval", type=float, default=1.0, metavar="SECONDS", help="(default: 1)"
+    )
+    probe.add_argument(
+        "-W",
+        "--wait",
+        type=wait_argument,
+        default=1.0,
+        metavar="SECONDS",
+        help="time a reply may take; later ones are late (default: 1)",
+    )
+    probe.add_argument("--ttl", type=ttl_argument, default=1, help="TTL / hop limit (default: 1)")
+    probe.add_argument(
+        "--hops",
+        type=ttl_argument,
+        nargs="?",
+        const=8,
+        metavar="MAX",
+        help="sweep the TTL from 1 to MAX (default 8) and show each responder's distance",
+    )
+    probe.add_argument("--interface", metavar="IF", help="interface name or local address")
+    probe.add_argument("--source", metavar="ADDRESS", help="send from this address (SSM)")
+    probe.add_argument(
+        "--join", action="store_true", help="join the group to hear responders with reply: group"
+    )
+    probe.add_argument(
+        "--expect", metavar="FILE|A,B", help="expected responders: a file or a comma list"
+    )
+    probe.add_argument(
+        "--max-loss",
+        type=float,
+        default=100.0,
+        metavar="PERCENT",
+        help="highest loss of a responder that still passes (default: 100, any reply)",
+    )
+    probe.add_argument("-q", "--quiet", action="store_true", help="only the summary")
+    probe.add_argument("--json", action="store_true", help="one JSON document (docs/probe.md)")
+
     status = command("status", "show what each running mcastd hears, per (group, port)")
     status.add_argument("--json", action="store_true", help="machine-readable (docs/status.md)")
     status.add_argument(
@@ -172,6 +223,7 @@ COMMANDS: dict[str, Command] = {
     "check": launch.check_main,
     "say": client.main,
     "status": status.main,
+    "probe": prober.main,
 }
 
 

@@ -617,7 +617,7 @@ def to_document(report: ProbeReport, max_loss: float) -> dict[str, object]:
         "hops": report.hops,
         "interval": report.interval,
         "wait": report.wait,
-        "duration": report.duration,
+        "duration": round(report.duration, 3),
         "interrupted": report.interrupted,
         "max_loss": max_loss,
         "success": report.success(max_loss),
@@ -642,7 +642,7 @@ def _responder_document(r: ResponderReport, max_loss: float) -> dict[str, object
         "late": r.late,
         "reordered": r.reordered,
         "via": {"unicast": r.unicast, "group": r.group},
-        "rtt": r.rtt._asdict() if r.rtt is not None else None,
+        "rtt": {k: round(v, 7) for k, v in r.rtt._asdict().items()} if r.rtt is not None else None,
         "ttl": {"min": r.ttl_min, "max": r.ttl_max} if r.ttl_min is not None else None,
         "hops": r.hops,
     }
