@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from mcastd.config import Endpoint, format_address
+from mcastd.addresses import format_address
+from mcastd.config import Endpoint
 from mcastd.journal import LineBudget, group_logger
 from mcastd.links import LinkState
 from mcastd.messages import MessageId, event

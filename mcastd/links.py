@@ -14,6 +14,7 @@ import socket
 import struct
 from typing import NamedTuple
 
+from mcastd.addresses import as_address, is_ipv6
 from mcastd.config import Endpoint
 from mcastd.errors import SocketSetupError
 
@@ -118,20 +119,12 @@ def ipv4_interface_of(address: str) -> str | None:
     return None
 
 
-def is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def interface_name(endpoint: Endpoint) -> str | None:
     """The name of the endpoint's interface now (an address is looked up), None if absent."""
     iface = endpoint.interface
-    if iface is None or not is_address(iface):
+    if iface is None or as_address(iface) is None:
         return iface
-    if ":" in iface:
+    if is_ipv6(iface):
         with contextlib.suppress(SocketSetupError):
             return ipv6_interface(iface)[1]
         return None

@@ -16,9 +16,10 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from mcastd.addresses import as_address
 from mcastd.config import Endpoint
 from mcastd.errors import SocketSetupError, strerror
-from mcastd.links import interface_index, ipv4_interface_address, ipv6_interface, is_address
+from mcastd.links import interface_index, ipv4_interface_address, ipv6_interface
 
 # Linux values the socket module of Python 3.11 does not name (linux/in.h, linux/in6.h).
 IP_MULTICAST_ALL = 49
@@ -30,6 +31,8 @@ MCAST_LEAVE_SOURCE_GROUP = 47
 # Ask for this much receive buffer; the kernel caps it at net.core.rmem_max without complaint.
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 SOCKADDR_STORAGE = 128
+# The interface field of an IPv4 membership or IP_MULTICAST_IF request: the kernel's choice.
+ANY_INTERFACE = "0.0.0.0"  # noqa: S104 (not a bind address)
 
 
 class Membership(NamedTuple):
@@ -63,7 +66,7 @@ def memberships(endpoint: Endpoint) -> tuple[tuple[Membership, ...], int]:
     v6 = endpoint.family == socket.AF_INET6
     if iface is None:
         index = 0
-    elif is_address(iface):
+    elif as_address(iface) is not None:
         index = ipv6_interface(iface)[0] if v6 else 0
     else:
         index = interface_index(iface)
@@ -84,11 +87,11 @@ def memberships(endpoint: Endpoint) -> tuple[tuple[Membership, ...], int]:
         request = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", index)
         return (Membership(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, request),), index
     if iface is None:
-        local = "0.0.0.0"  # noqa: S104 (an interface field, not a bind: the kernel's choice)
-    elif is_address(iface):
+        local = ANY_INTERFACE
+    elif as_address(iface) is not None:
         local = iface
     else:
-        local = ipv4_interface_address(iface) if endpoint.sources else "0.0.0.0"  # noqa: S104
+        local = ipv4_interface_address(iface) if endpoint.sources else ANY_INTERFACE
     if endpoint.sources:
         # struct ip_mreq_source { in_addr multiaddr, interface, sourceaddr; } (Linux order)
         return tuple(
@@ -247,7 +250,7 @@ def apply_interface(sock: socket.socket, endpoint: Endpoint, index: int) -> None
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
         return
     iface = endpoint.interface
-    local = iface if iface is not None and is_address(iface) else "0.0.0.0"  # noqa: S104
+    local = iface if iface is not None and as_address(iface) is not None else ANY_INTERFACE
     # A whole struct ip_mreqn (12 bytes; its group field is ignored): given only 8 bytes the
     # kernel reads a struct ip_mreq and would take the index for an address.
     request = bytes(4) + socket.inet_aton(local) + struct.pack("@i", index)

@@ -12,10 +12,10 @@ STOP), per-source and global reply rates.
 
 from __future__ import annotations
 
-import ipaddress
 from enum import StrEnum
 from typing import NamedTuple
 
+from mcastd.addresses import as_address, is_ipv6
 from mcastd.config import Endpoint, Network, ReplyMode
 from mcastd.stopauth import STOP_WORD, ReplayGuard, StopRefusal, looks_signed
 
@@ -128,7 +128,10 @@ def decide(
         data = b"".join(
             (b"HEAR [ ", shout, f" SAID ('{source[0]}', {source[1]}) ] from {group}".encode())
         )
-        if len(data) > (MAX_PAYLOAD_IPV6 if ":" in group else MAX_PAYLOAD_IPV4):
+        # (the family is looked at only for a reply too large for IPv4: not per datagram)
+        if len(data) > MAX_PAYLOAD_IPV4 and len(data) > (
+            MAX_PAYLOAD_IPV6 if is_ipv6(group) else MAX_PAYLOAD_IPV4
+        ):
             answer = Drop(DropReason.REPLY_TOO_LARGE)  # no UDP datagram can carry it
         else:
             destination = (group, port) if reply == "group" else (source[0], source[1])
@@ -204,13 +207,11 @@ class AddressFilter:
     def __contains__(self, address: str) -> bool:
         known = self.cache.get(address)
         if known is None:
-            try:
-                ip = ipaddress.ip_address(address.split("%", 1)[0])
-            except ValueError:
+            ip = as_address(address.split("%", 1)[0])
+            if ip is None:
                 known = False
             else:
-                mapped = getattr(ip, "ipv4_mapped", None)
-                ip = mapped or ip
+                ip = getattr(ip, "ipv4_mapped", None) or ip
                 known = any(ip in n for n in self.networks if n.version == ip.version)
             if len(self.cache) >= MAX_TRACKED_SOURCES:
                 self.cache.clear()

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from mcastd.config import Endpoint, format_address
+from mcastd.addresses import format_address
+from mcastd.config import Endpoint
 from mcastd.protocol import DropReason
 from mcastd.stopauth import StopRefusal
 
