@@ -272,6 +272,8 @@ class ProbeReport:
     responders: tuple[ResponderReport, ...]
     ignored: int
     """Datagrams that were not replies to our probes (others' probes, echoes, noise)."""
+    overflow: int = 0
+    """Datagrams the kernel dropped because our receive buffer was full (SO_RXQ_OVFL)."""
 
     @property
     def expected(self) -> tuple[str, ...]:
@@ -482,8 +484,11 @@ class Train:
             hops=tally.lowest_ttl if self.settings.hops is not None else None,
         )
 
-    def report(self, now: float, interrupted: bool = False) -> ProbeReport:
-        """The summary at `now`: probes still inside their wait count only if answered."""
+    def report(self, now: float, interrupted: bool = False, overflow: int = 0) -> ProbeReport:
+        """The summary at `now`: probes still inside their wait count only if answered.
+
+        `overflow`: replies the kernel dropped for want of receive buffer (shown as a warning:
+        they are the client's loss, not the responders')."""
         roster = self.settings.roster
         addresses = set(self.tallies)
         if roster is not None:
@@ -506,6 +511,7 @@ class Train:
             roster=roster,
             responders=responders,
             ignored=self.ignored,
+            overflow=overflow,
         )
 
 
@@ -585,6 +591,11 @@ def render_text(report: ProbeReport, max_loss: float) -> str:
         lines.append(f"missing: {', '.join(_named(report, a) for a in report.missing)}")
     if report.unexpected:
         lines.append(f"unexpected: {', '.join(report.unexpected)}")
+    if report.overflow:
+        lines.append(
+            f"warning: {report.overflow} replies dropped here (receive buffer full): "
+            "the loss shown is partly this host's"
+        )
     if not any(r.received or r.late for r in report.responders):
         lines.append(hint(report))
     return "\n".join(lines)
@@ -625,6 +636,7 @@ def to_document(report: ProbeReport, max_loss: float) -> dict[str, object]:
         "missing": list(report.missing),
         "unexpected": list(report.unexpected),
         "ignored": report.ignored,
+        "overflow": report.overflow,
         "responders": [_responder_document(r, max_loss) for r in report.responders],
     }
 

@@ -53,11 +53,14 @@ from mcastd.protocol import RECEIVE_BUFFER
 # linux/in.h and asm-generic/socket.h: the socket module of Python 3.11 names neither.
 IP_RECVTTL = 12
 SO_RCVBUFFORCE = 33
+SO_RXQ_OVFL = 40  # each datagram then carries the socket's count of drops (buffer full)
 # Room for a burst of replies: a thousand responders answering one probe at once need about
 # 1 MB of socket memory (each small datagram costs a ~1 KiB buffer); the kernel doubles this.
 PROBE_RECEIVE_BUFFER = 8 * 1024 * 1024
 # Ancillary space for one int (the TTL / hop limit).
-ANCILLARY = socket.CMSG_SPACE(struct.calcsize("@i"))
+INT = struct.calcsize("@i")
+# Ancillary space for the TTL / hop limit (an int) and the drop count (a u32).
+ANCILLARY = socket.CMSG_SPACE(INT) + socket.CMSG_SPACE(4)
 TTL_MESSAGES = (
     (socket.IPPROTO_IP, socket.IP_TTL),
     (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT),
@@ -116,6 +119,7 @@ def _receive_options(sock: socket.socket, v6: bool) -> None:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
     else:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
     try:
         # Root (CAP_NET_ADMIN) may go above net.core.rmem_max; others get what it allows.
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, PROBE_RECEIVE_BUFFER)
@@ -180,23 +184,29 @@ def _set_ttl(sock: socket.socket, v6: bool, ttl: int) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
 
 
-def _drain(sock: socket.socket, via: Via, train: Train, on_reply: OnReply | None) -> None:
-    """Read every datagram waiting on `sock` and account for each as it is read."""
+def _drain(sock: socket.socket, via: Via, train: Train, on_reply: OnReply | None) -> int:
+    """Read every datagram waiting on `sock`, accounting for each as it is read; return the
+    socket's drop count (buffer full) as last reported, 0 if none was."""
     recvmsg = sock.recvmsg
     clock = time.monotonic
     heard = train.heard
+    drops = 0
     while True:
         try:
             data, ancillary, _, sender = recvmsg(RECEIVE_BUFFER, ANCILLARY)
         except BlockingIOError:
-            return
-        except OSError:
-            continue  # an ICMP error for an earlier datagram: keep reading
+            return drops
+        except OSError as e:
+            if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                continue  # an ICMP error for an earlier datagram, reported once: read on
+            raise
         now = clock()
         ttl = None
         for level, kind, value in ancillary:
             if (level, kind) in TTL_MESSAGES:
-                ttl = struct.unpack("@i", value[: struct.calcsize("@i")])[0]
+                ttl = struct.unpack("@i", value[:INT])[0]
+            elif (level, kind) == (socket.SOL_SOCKET, SO_RXQ_OVFL):
+                drops = struct.unpack("@I", value[:4])[0]
         result = heard(data, sender[0], via, ttl, now)
         if result is not None and on_reply is not None:
             on_reply(result)
@@ -243,11 +253,12 @@ def _probe(
     start = time.monotonic()
     train = Train(settings, new_probe_id(secrets.token_bytes(ID_BYTES)), start)
     ttl_set: int | None = None
+    drops: dict[int, int] = {}  # per socket: the kernel's count, cumulative
     sending = True
     while True:
         now = time.monotonic()
         if interrupt is not None and interrupt.is_set:
-            return train.report(now, interrupted=True)
+            return train.report(now, interrupted=True, overflow=sum(drops.values()))
         probe = train.next_probe() if sending else None
         if probe is not None and deadline is not None and now + settings.wait > deadline:
             probe = None  # its reply could not come back in time
@@ -271,11 +282,11 @@ def _probe(
                 train.sent(seq, sent_at)
                 continue
         if not sending and (now >= end or train.settled()):
-            return train.report(now)
+            return train.report(now, overflow=sum(drops.values()))
         for fd, _ in poller.poll(max(end - now, 0.0) * 1000):
             if fd in readers:
                 sock, via = readers[fd]
-                _drain(sock, via, train, on_reply)
+                drops[fd] = max(drops.get(fd, 0), _drain(sock, via, train, on_reply))
             elif interrupt is not None:
                 with contextlib.suppress(OSError):
                     os.read(interrupt.read_fd, 512)

@@ -425,3 +425,12 @@ def test_with_a_roster_the_run_is_settled_once_every_expected_responder_answered
     t.heard(reply_to(1), B, Via.UNICAST, 64, 1.1)
     assert t.settled()
     assert not train(count=1).settled()  # without a roster: wait for whoever else answers
+
+
+def test_replies_the_kernel_dropped_for_us_are_a_warning_not_hidden():
+    report = verdict_train(None, {A: 2}).report(10.0, overflow=7)
+    assert report.overflow == 7
+    assert "warning: 7 replies dropped here (receive buffer full)" in render_text(report, 1.0)
+    document = json.loads(render_json(report, 1.0))
+    jsonschema.validate(document, SCHEMA)
+    assert document["overflow"] == 7

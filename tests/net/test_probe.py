@@ -266,6 +266,7 @@ def test_a_thousand_responders_are_all_accounted_for(netns: NetNS, fan_in: FanIn
     out = probe(netns, "--group", GROUP, "-c", "10", "-i", "0.1", "--expect", str(roster), "--json")
     assert out.returncode == 0, out.stderr
     rows = document_of(out)
+    assert json.loads(out.stdout)["overflow"] == 0  # the kernel dropped none for us
     assert set(rows) == set(fan_in.addresses)
     assert fan_in.sent == 10 * 1000
     assert all(r["received"] == 10 for r in rows.values())
