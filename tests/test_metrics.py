@@ -155,26 +155,21 @@ def test_counters_and_facts_are_copied() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "waiting", "serving", "state"),
+    ("fields", "waiting", "serving"),
     [
-        ({}, [], 1.0, "serving"),  # a daemon older than the field
-        ({"state": "serving"}, [], 1.0, "serving"),
-        ({"state": "failing", "error": "no route"}, [], 0.0, "failing"),
-        ({"state": "waiting"}, [], 0.0, "waiting"),
-        ({"state": "exploded"}, [], 0.0, "failing"),  # unknown: not serving
-        ({}, ["239.0.0.9:59259"], 0.0, "waiting"),  # waiting_for_interface
+        ({}, [], 1.0),  # a daemon older than the field
+        ({"state": "serving"}, [], 1.0),
+        ({"state": "failing", "error": "no route"}, [], 0.0),
+        ({"state": "waiting"}, [], 0.0),
+        ({"state": "exploded"}, [], 0.0),  # unknown: not serving
+        ({}, ["239.0.0.9:59259"], 0.0),  # waiting_for_interface
     ],
 )
-def test_serving_and_state(
-    fields: dict[str, str], waiting: list[str], serving: float, state: str
-) -> None:
+def test_serving(fields: dict[str, str], waiting: list[str], serving: float) -> None:
     got = samples(
         daemon_families([document("d", endpoint(**fields), waiting_for_interface=waiting)])
     )
     assert got[("mcastd_serving", ep_labels("d"))] == serving
-    for name in ("serving", "failing", "waiting"):
-        expected = 1.0 if name == state else 0.0
-        assert got[("mcastd_endpoint_state", ep_labels("d", state=name))] == expected
 
 
 @pytest.mark.parametrize(
@@ -242,7 +237,7 @@ documents = st.builds(
 @given(st.lists(documents, max_size=3))
 def test_any_documents_give_valid_bounded_exposition(docs: list[dict[str, Any]]) -> None:
     got = samples(daemon_families(docs))  # asserts that no series is given twice
-    allowed = {"unit", "group", "port", "reason", "state", "version", "config", "interface"}
+    allowed = {"unit", "group", "port", "reason", "version", "config", "interface"}
     allowed |= {"reply", "ttl"}
     for name, labels in got:
         assert name.startswith("mcastd_")
