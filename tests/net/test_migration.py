@@ -413,6 +413,14 @@ class Capture:
         self.sock.close()
 
 
+def send_with(netns: NetNS, argv: Sequence[str], stdin: str | None = None) -> None:
+    """Run one of upstream's clients to its end inside `netns`; it must exit 0."""
+    out = subprocess.run(
+        netns.command(list(argv)), input=stdin, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+
+
 LIBRARY_SAY = """
 import sys
 from multicast.send import McastSAY
@@ -434,10 +442,7 @@ def test_upstream_say_cli_pipe_and_library_get_upstreams_replies(pair: Pair, ups
         capture = Capture(netns)
         try:
             for count, (argv, stdin) in enumerate(senders, start=1):
-                out = subprocess.run(
-                    netns.command(argv), input=stdin, capture_output=True, text=True, timeout=30
-                )
-                assert out.returncode == 0, out.stderr
+                send_with(netns, argv, stdin)
                 capture.replies(count)  # in before the next sender: upstream takes one at a time
                 server.handled()
             got.append(capture.replies(len(senders)))
@@ -455,16 +460,9 @@ def test_a_long_pipe_is_one_datagram_per_1316_characters_each_answered(pair: Pai
     text = "".join(f"{n:05d} ünïcödé\n" for n in range(200))  # 3,000 characters: 3 datagrams
     capture = Capture(pair.ours)
     try:
-        out = subprocess.run(
-            pair.ours.command(
-                upstream_argv("SAY", "--group", GROUP, "--port", str(PORT), "--pipe")
-            ),
-            input=text,
-            capture_output=True,
-            text=True,
-            timeout=30,
+        send_with(
+            pair.ours, upstream_argv("SAY", "--group", GROUP, "--port", str(PORT), "--pipe"), text
         )
-        assert out.returncode == 0, out.stderr
         replies = capture.replies(3)
     finally:
         capture.close()
@@ -480,13 +478,7 @@ def test_upstream_default_group_is_not_served_until_named(pair: Pair):
     ours = Ours(pair.daemons, pair.ours, ["--log-level", "info"])
     capture = Capture(pair.ours)
     try:
-        say = subprocess.run(
-            pair.ours.command(upstream_argv("SAY", "--message", "anyone")),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert say.returncode == 0, say.stderr
+        send_with(pair.ours, upstream_argv("SAY", "--message", "anyone"))
         # The reply to a datagram sent after the SAY is in: one to the SAY would be in too.
         assert exchange(ours, client_socket(pair.ours), b"after", 0) == [hear(b"after")]
         while capture.read(0.2):
@@ -496,13 +488,7 @@ def test_upstream_default_group_is_not_served_until_named(pair: Pair):
         assert not [p for _, _, p in capture.seen if p.startswith(b"HEAR [ ANYONE")]
         ours.daemon.stop()
         Ours(pair.daemons, pair.ours, ["--group", "224.0.0.1"])  # served when named
-        say = subprocess.run(
-            pair.ours.command(upstream_argv("SAY", "--message", "anyone")),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert say.returncode == 0, say.stderr
+        send_with(pair.ours, upstream_argv("SAY", "--message", "anyone"))
         capture.seen.clear()
         assert capture.replies(1, "224.0.0.1") == [
             b"HEAR [ ANYONE SAID ('127.0.0.1', PORT) ] from 224.0.0.1"
