@@ -37,10 +37,9 @@ CLIENT = ("127.0.0.1", 50_009)
 # What upstream HEAR reads of a datagram (socketserver.UDPServer.max_packet_size).
 UPSTREAM_READ = 8192
 PREFIX = "mc7-mig"
-# linux/if_ether.h, linux/if_packet.h, linux/in.h (the socket module names none of them)
+# linux/if_ether.h, linux/if_packet.h (the socket module names neither)
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
-IP_RECVTTL = 12
 
 
 def upstream_argv(*args: str) -> list[str]:
@@ -76,7 +75,9 @@ class Upstream:
     ) -> None:
         self.netns = netns
         self.local = hex_address(group, port)
-        self.stderr_path = Path(tempfile.mkstemp(prefix="upstream-", dir=workdir)[1])
+        fd, name = tempfile.mkstemp(prefix="upstream-", dir=workdir)
+        os.close(fd)
+        self.stderr_path = Path(name)
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
                 netns.command(
@@ -108,6 +109,7 @@ class Upstream:
         return None
 
     def handled(self, timeout: float = 10.0) -> None:
+        """Return once a socket other than the last one seen is bound and has joined."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             inode = self.listening()
@@ -141,7 +143,7 @@ class Ours:
 
 
 def plain_env() -> dict[str, str]:
-    # No /etc/mcastd.yaml of the host, whatever it has: built-in defaults for the rest.
+    # An empty file: the built-in defaults for the rest, whatever the host's /etc/mcastd.yaml.
     return environment(MCASTD_CONFIG="/dev/null")
 
 
@@ -339,8 +341,11 @@ def test_upstream_and_mcastd_cannot_serve_one_group_and_port_side_by_side(
     # mcastd first: upstream exits 70 without a word, and mcastd goes on.
     ours = Ours(pair.daemons, pair.ours)
     second = Upstream(pair.ours, pair.workdir, wait=False)
-    assert second.wait() == 70
-    assert second.stderr == ""
+    try:
+        assert second.wait() == 70
+        assert second.stderr == ""
+    finally:
+        second.close()
     sock = client_socket(pair.ours)
     assert exchange(ours, sock, b"still mcastd", 0) == [hear(b"still mcastd")]
 
@@ -514,6 +519,7 @@ def test_run_group_port_serves_exactly_that_and_say_takes_upstreams_message_opti
         assert (unheard.returncode, unheard.stdout) == (1, "")
 
 
+@pytest.mark.timeout(600)  # pip fetches PyYAML, python-daemon and setuptools: ~10 s here
 def test_pip_install_in_a_plain_venv_needs_no_libsystemd(tmp_path: Path):
     # Upstream is pure Python; so is mcastd without the [systemd] extra (systemd-python builds
     # from source and needs libsystemd's headers). Then logs go to stderr and sd_notify is
