@@ -94,14 +94,10 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> Debs:
 
 
 def _setup_network(c: Container) -> None:
-    """IPv4 multicast on lo; IPv6 multicast on a veth pair made inside the container."""
-    c.run(["ip", "link", "set", "lo", "up"])
-    c.run(["ip", "route", "add", "224.0.0.0/4", "dev", "lo", "src", "127.0.0.1"])
-    c.run(["ip", "link", "add", "mc0", "type", "veth", "peer", "name", "mc1"])
-    for link in ("mc0", "mc1"):
-        # No duplicate address detection: link-local addresses usable at once.
-        c.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{link}.accept_dad=0"])
-        c.run(["ip", "link", "set", link, "up"])
+    """IPv4 multicast on lo; IPv6 multicast on a veth pair mc0/mc1 inside the container
+    (`scripts/netns local`, run from the host in the container's network namespace)."""
+    netns = [str(REPO / "scripts" / "netns"), "-p", str(c.leader), "local", "mc0", "mc1"]
+    subprocess.run(netns, check=True, capture_output=True)
     links = c.run(["ip", "-o", "link", "show"]).stdout
     names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
     assert names == {"lo", "mc0", "mc1"}, f"unexpected links in the container: {names}"
