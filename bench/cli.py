@@ -43,6 +43,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "checkout's; prints the figures and writes no report",
     )
     p.add_argument(
+        "--baseline-root",
+        type=Path,
+        metavar="DIR",
+        help="A/B: run the mcastd under DIR (e.g. a `git worktree` of an older commit) beside "
+        "this checkout's (or --mcastd-root's) at every rate, and both hot paths; prints the "
+        "verdict, writes no report",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help=f"render docs/benchmarks.* again from {LAST_RUN.name} without running",
@@ -59,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         raw = [a for a in raw if not a.startswith("--mcastd-root")]
         raw = [a for a in raw if a != str(args.mcastd_root)]
         raw += ["--mcastd-root", str(args.mcastd_root.resolve())]
+    if args.baseline_root is not None:
+        raw = [a for a in raw if not a.startswith("--baseline-root")]
+        raw = [a for a in raw if a != str(args.baseline_root)]
+        raw += ["--baseline-root", str(args.baseline_root.resolve())]
     if args.report_only:
         if not bootstrap.in_venv():
             bootstrap.reexec(str(bootstrap.ensure_venv()), raw)
@@ -110,6 +122,17 @@ def inside(args: argparse.Namespace) -> int:
         busy = 0.0 if args.smoke else wait_for_quiet(args.wait_quiet)
         load_before = loadavg()
         root = args.mcastd_root.resolve() if args.mcastd_root else bootstrap.REPO
+        if args.baseline_root is not None:
+            results = run.ab(root, args.baseline_root.resolve(), workdir, binary, count)
+            results["load_before"], results["load_after"] = load_before, loadavg()
+            results["busy_before"] = busy
+            out = bootstrap.VENV / "ab-run.json"
+            out.write_text(json.dumps(results, indent=1))
+            print()
+            for line in run.ab_verdict(results):
+                print(line)
+            print(f"A/B run saved in {out}; docs/ left as they are")
+            return 0
         results = run.run(root, workdir, binary, count, args.smoke)
         results["load_before"], results["load_after"] = load_before, loadavg()
         results["busy_before"] = busy

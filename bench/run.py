@@ -6,6 +6,7 @@ Results are plain dicts so that they can be saved as JSON and rendered again.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -210,7 +211,8 @@ def step_at(steps: list[dict[str, Any]], rate: int) -> dict[str, Any] | None:
     return next((row for row in steps if row["rate"] == rate), None)
 
 
-Item = Spec | tuple[str, str, dict[str, Any]]
+# A Spec, or (name, label, top-level config changes[, mcastd tree]) for the shipped config.
+Item = Spec | tuple[str, str, dict[str, Any]] | tuple[str, str, dict[str, Any], Path]
 
 
 class Bench:
@@ -256,13 +258,15 @@ class Bench:
     def mcastd(self, name: str, label: str, config: Path) -> Spec:
         return mcastd_spec(name, label, self.repo, config)
 
-    def start_default_mcastd(self, name: str, label: str, **top: Any) -> Running:
-        """mcastd on the shipped config (with top-level changes); IPv4-only if IPv6 fails."""
-        config = (
-            configs.variant(self.repo, self.workdir, name, **top) if top else (self.default_config)
-        )
+    def start_default_mcastd(
+        self, name: str, label: str, repo: Path | None = None, **top: Any
+    ) -> Running:
+        """mcastd (from `repo`, default the tree under test) on its shipped config with
+        top-level changes; IPv4-only if IPv6 fails."""
+        repo = self.repo if repo is None else repo
+        config = configs.variant(repo, self.workdir, name, **top) if top else configs.shipped(repo)
         try:
-            return self.start(self.mcastd(name, label, config))
+            return self.start(mcastd_spec(name, label, repo, config))
         except StartFailed as e:
             if "ff05" not in e.message and "IPv6" not in e.message:
                 raise
@@ -273,7 +277,7 @@ class Bench:
             self.notes.append(note)
             log("  NOTE " + note)
             return self.start(
-                self.mcastd(name, label, configs.ipv4_only(self.repo, self.workdir, name, **top))
+                mcastd_spec(name, label, repo, configs.ipv4_only(repo, self.workdir, name, **top))
             )
 
     # -- the rate steps ------------------------------------------------------------------------
@@ -288,8 +292,8 @@ class Bench:
     def launch(self, item: Item) -> Running:
         if isinstance(item, Spec):
             return self.start(item)
-        name, label, top = item
-        return self.start_default_mcastd(name, label, **top)
+        name, label, top, *repo = item
+        return self.start_default_mcastd(name, label, *repo, **top)
 
     def one_step(self, item: Item, count: int, rate: int, record: dict[str, Any]) -> dict[str, Any]:
         """Start the responder, offer one step, stop it; note what it showed in `record`."""
@@ -686,3 +690,92 @@ def run(repo: Path, workdir: Path, binary: Path, count: int, smoke: bool) -> dic
     }
     results["targets"] = [] if smoke else targets(results)
     return results
+
+
+# -- A/B: the tree under test against a baseline tree, in one run ----------------------------
+
+AB_HOTPATH_ROUNDS = 5  # hotpath measurements per tree, alternating; the minimum is kept
+
+
+def hotpath_in_subprocess(repo: Path, texts: dict[str, str]) -> dict[str, Any]:
+    """hotpath.measure for one tree in a fresh interpreter (two trees cannot share one)."""
+    code = (
+        "import json, sys; from pathlib import Path; from bench import hotpath; "
+        "print(json.dumps(hotpath.measure(Path(sys.argv[1]), json.loads(sys.argv[2]))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(repo), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def ab(repo: Path, baseline: Path, workdir: Path, binary: Path, count: int) -> dict[str, Any]:
+    """Candidate (`repo`) and baseline mcastd interleaved at every rate, plus hotpath A/B."""
+    bench = Bench(repo, workdir, binary, count, smoke=False)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "mcastd": mcastd_version(repo),
+        "baseline": mcastd_version(baseline),
+        "count": count,
+        "rates": list(RATES),
+        "notes": bench.notes,
+    }
+    plan: list[Item] = [
+        floor_spec(),
+        ("mcastd", "mcastd (shipped config, reply_rate: 0)", UNLIMITED),
+        ("mcastd-baseline", "baseline mcastd (shipped config, reply_rate: 0)", UNLIMITED, baseline),
+    ]
+    try:
+        records = bench.sweep(plan, RATES)
+        results["responders"] = [Bench.finish(r) for r in records]
+    finally:
+        bench.close()
+    log("Python work per datagram (stub socket, no kernel), alternating the trees:")
+    costs: dict[str, dict[str, list[float]]] = {"mcastd": {}, "mcastd-baseline": {}}
+    for _ in range(AB_HOTPATH_ROUNDS):
+        for name, tree in (("mcastd", repo), ("mcastd-baseline", baseline)):
+            texts = {
+                label: configs.variant(tree, workdir, f"hot-{name}-{label}", **top).read_text()
+                for label, top in (
+                    ("log", UNLIMITED),
+                    ("nolog", {**UNLIMITED, "log_datagrams": False}),
+                )
+            }
+            for label, cost in hotpath_in_subprocess(tree, texts).items():
+                if isinstance(cost, float):
+                    costs[name].setdefault(label, []).append(cost)
+    results["hotpath"] = {name: {k: min(v) for k, v in by.items()} for name, by in costs.items()}
+    results["hotpath_rounds"] = costs
+    results["retries"] = {
+        "steps_repeated": bench.budget.used,
+        "budget_exhausted": bench.budget.exhausted,
+    }
+    return results
+
+
+def ab_verdict(results: dict[str, Any]) -> list[str]:
+    """The two A/B rules: Python us per datagram within 5 %, zero-loss step not lower."""
+    by_name = {r["name"]: r for r in results["responders"]}
+    new, old = by_name["mcastd"]["zero_loss_rate"], by_name["mcastd-baseline"]["zero_loss_rate"]
+    lines = [
+        f"{'PASS' if new >= old else 'FAIL'}  zero-loss rate: {new:,.0f}/s (candidate) vs "
+        f"{old:,.0f}/s (baseline), floor {by_name['floor']['zero_loss_rate']:,.0f}/s"
+    ]
+    hot = results["hotpath"]
+    for label in ("log", "nolog"):
+        a, b = hot["mcastd"].get(label), hot["mcastd-baseline"].get(label)
+        if a is None or b is None:
+            lines.append(f"FAIL  hotpath {label}: not measured ({a}, {b})")
+            continue
+        ratio = a / b
+        floor = hot["mcastd"]["floor"]
+        lines.append(
+            f"{'PASS' if ratio <= 1.05 else 'FAIL'}  Python us per datagram ({label}): "
+            f"{a:.3f} (candidate) vs {b:.3f} (baseline) = {ratio:.3f}x (floor {floor:.3f})"
+        )
+    return lines
