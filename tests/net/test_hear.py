@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mcastd.control import query
 from tests.conftest import DaemonFactory
 from tests.netns import REPO, NetNS, ask, collect, mcastd_argv
 
@@ -269,8 +270,11 @@ def test_reload_removes_a_group_and_keeps_the_others(netns: NetNS, start_daemon:
     assert data.startswith(b"HEAR [ KEPT")
 
 
-def test_invalid_utf8_and_huge_datagrams_never_kill_it(netns: NetNS, start_daemon: DaemonFactory):
-    daemon = start_daemon(ONE_GROUP)
+def test_invalid_utf8_and_huge_datagrams_never_kill_it(
+    netns: NetNS, start_daemon: DaemonFactory, tmp_path: Path
+):
+    control = tmp_path / "control.sock"
+    daemon = start_daemon(ONE_GROUP, args=["--control-socket", str(control)])
     client = netns.socket()
     client.bind(("127.0.0.1", 0))
     client.sendto(b"\xff\xfe not text", ("239.0.0.9", PORT))
@@ -282,10 +286,16 @@ def test_invalid_utf8_and_huge_datagrams_never_kill_it(netns: NetNS, start_daemo
     client.sendto(growing, ("239.0.0.9", PORT))
     client.sendto(b"b" * 65_480, ("239.0.0.9", PORT))  # the reply would not fit in UDP
     assert collect(client, quiet=0.3) == []
+    (counters,) = query(control)["endpoints"]  # type: ignore[index]
+    dropped = {reason: n for reason, n in counters["dropped"].items() if n}
+    assert dropped == {"not_utf8": 1, "amplifying": 1, "reply_too_large": 1}
+    assert (counters["received"], counters["answered"]) == (4, 1)
     assert daemon.stop() == 0
-    assert "1 not_utf8" in daemon.stderr
-    assert "1 amplifying" in daemon.stderr
-    assert "1 reply_too_large" in daemon.stderr
+    # Each datagram's line says what became of it.
+    me = f"127.0.0.1:{client.getsockname()[1]}"
+    assert f"heard 11 bytes from {me}: dropped (not_utf8)" in daemon.stderr
+    assert f"heard {'ŉ' * 100!r} from {me}: dropped (amplifying)" in daemon.stderr
+    assert f"(65480 characters) from {me}: dropped (reply_too_large)" in daemon.stderr
 
 
 def test_say_prints_each_reply_with_its_sender(netns: NetNS, start_daemon: DaemonFactory):
