@@ -567,6 +567,10 @@ def test_pip_install_in_a_plain_venv_needs_no_libsystemd(tmp_path: Path):
         notify.bind(str(tmp_path / "notify"))
         stderr_path = tmp_path / "stderr"
         with open(stderr_path, "wb") as stderr:
+            # stderr as systemd's journal stream would be: mcastd wants the JournalHandler
+            # there, and without systemd-python falls back to plain lines.
+            stat = os.fstat(stderr.fileno())
+            journal = f"{stat.st_dev}:{stat.st_ino}"
             proc = subprocess.Popen(
                 netns.command(
                     [
@@ -579,10 +583,18 @@ def test_pip_install_in_a_plain_venv_needs_no_libsystemd(tmp_path: Path):
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 cwd=tmp_path,
-                env={**env, "NOTIFY_SOCKET": str(tmp_path / "notify")},
+                env={**env, "NOTIFY_SOCKET": str(tmp_path / "notify"), "JOURNAL_STREAM": journal},
             )
-        notify.settimeout(30)
-        message = notify.recv(4096).decode()  # sent by notify.socket_notify
+        notify.settimeout(0.5)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                message = notify.recv(4096).decode()  # sent by notify.socket_notify
+                break
+            except TimeoutError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log = stderr_path.read_text()
+                    raise AssertionError(f"no READY=1, exit {proc.poll()}:\n{log}") from None
         assert message.startswith("READY=1\n"), message
         said = command(
             *netns.command([str(bin_dir / "mcastd"), "say", "--group", GROUP, "-m", "from pip"]),
