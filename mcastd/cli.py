@@ -165,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--count", type=int, metavar="N", help="probes (default 5; 3 per TTL with --hops)"
     )
     probe.add_argument(
-        "-i", "--interval", type=float, default=1.0, metavar="SECONDS", help="(default: 1)"
+        "-i",
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="between probes (default: 1; below 0.2 only for root)",
     )
     probe.add_argument(
         "-W",

@@ -152,7 +152,9 @@ def problems(settings: ProbeSettings, root: bool) -> list[str]:
         found.append(f"--hops is a TTL (1-{MAX_TTL})")
     if settings.hops is not None and settings.ttl != 1:
         found.append("--hops sweeps the TTL itself: drop --ttl")
-    if settings.source is not None and (":" in settings.source) != settings.family_v6:
+    if settings.source is not None and canonical_address(settings.source) is None:
+        found.append(f"--source {settings.source} is not an IP address")
+    elif settings.source is not None and (":" in settings.source) != settings.family_v6:
         found.append(f"--source {settings.source} is not of the group's address family")
     if settings.join and is_ssm(settings.group):
         found.append("--join hears replies sent to an any-source group, not an SSM one")

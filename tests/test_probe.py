@@ -296,6 +296,14 @@ def test_verdict(
             ["--source fd00::1 is not of the group's address family"],
         ),
         (ProbeSettings(GROUP, max_loss=2.0), True, ["--max-loss is a percentage (0-100)"]),
+        (ProbeSettings(GROUP, source="host1"), True, ["--source host1 is not an IP address"]),
+        (ProbeSettings(GROUP, count=0), True, ["--count must be at least 1"]),
+        (ProbeSettings(GROUP, hops=0), True, ["--hops is a TTL (1-255)"]),
+        (
+            ProbeSettings("232.1.1.1", join=True),
+            True,
+            ["--join hears replies sent to an any-source group, not an SSM one"],
+        ),
         (ProbeSettings(GROUP, count=200_000), True, ["more than 100000 probes"]),
     ],
 )
