@@ -273,6 +273,21 @@ def test_a_thousand_responders_are_all_accounted_for(netns: NetNS, fan_in: FanIn
     assert all(r["duplicates"] == r["late"] == 0 for r in rows.values())
 
 
+def test_join_where_the_port_is_taken_is_exit_69(netns: NetNS, fan_in: FanIn):
+    out = probe(netns, "-c", "1", "--join")
+    assert out.returncode == 69
+    assert out.stderr == (
+        "mcastd: 239.0.0.9:59259: address already in use "
+        "(another mcastd, or another program, serves this port)\n"
+    )
+
+
+def test_nobody_answering_is_exit_1_with_a_hint(netns: NetNS):
+    out = probe(netns, "-c", "1", "-W", "0.2", "-q")
+    assert out.returncode == 1
+    assert out.stdout.splitlines()[-1].startswith("no replies: responders behind routers need")
+
+
 def test_ctrl_c_prints_the_summary_so_far(netns: NetNS):
     with netns.entered():
         fan = FanIn(3)
