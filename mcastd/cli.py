@@ -14,6 +14,7 @@ from mcastd import __version__, client, launch, prober, status
 from mcastd.config import DEFAULT_GROUPS, DEFAULT_PORT, canonical_group
 from mcastd.control import RUNTIME_ROOT
 from mcastd.exitcodes import ExitCode, epilog, fail
+from mcastd.instance import MAX_NAME, valid_name
 from mcastd.journal import DAEMON_LOGGER
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -24,6 +25,14 @@ def group_argument(text: str) -> str:
     if group is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a multicast address")
     return group
+
+
+def name_argument(text: str) -> str:
+    if not valid_name(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a name (letters, digits, _.@:,+- ; at most {MAX_NAME})"
+        )
+    return text
 
 
 def port_argument(text: str) -> int:
@@ -95,8 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--control-socket",
         metavar="PATH",
-        help="read-only status socket for `mcastd status` "
-        "(default: $RUNTIME_DIRECTORY/control.sock under systemd, else none)",
+        help="read-only status socket for `mcastd status` (default: "
+        "$RUNTIME_DIRECTORY/control.sock under systemd, else NAME.sock in /run/mcastd as root, "
+        "$XDG_RUNTIME_DIR/mcastd otherwise)",
+    )
+    run.add_argument(
+        "--name",
+        type=name_argument,
+        metavar="NAME",
+        help="the name `mcastd status` shows (default: the config file's name, "
+        "with @GROUP for --group; a free NAME-2 ... if another daemon has it)",
     )
     run.add_argument(
         "--detach",
@@ -214,9 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help=f"ask this control socket (repeatable; default: all under {RUNTIME_ROOT})",
+        help=f"ask this control socket (repeatable; default: all under {RUNTIME_ROOT}, "
+        "and $XDG_RUNTIME_DIR/mcastd when not root)",
     )
-    status.add_argument("--runtime-dir", default=RUNTIME_ROOT, help=argparse.SUPPRESS)
+    status.add_argument("--runtime-dir", action="append", default=[], help=argparse.SUPPRESS)
     status.add_argument("groups", nargs="*", type=group_argument, metavar="GROUP")
     return parser
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 from collections.abc import Sequence
 
-from mcastd import __version__
+from mcastd import __version__, instance
 from mcastd.config import Config, load, resolve_path, select
 from mcastd.control import default_path
 from mcastd.detach import detach
@@ -60,13 +61,14 @@ def run_main(args: argparse.Namespace) -> int:
     logging.getLogger(DAEMON_LOGGER).info(
         "mcastd %s starting with %s", __version__, config.source, extra=event(MessageId.STARTING)
     )
+    name, control_path = control_place(args.name, args.control_socket, path, groups)
     server = Server(
         config,
         Notifier(),
         reload_config=lambda: read_config(path, groups, port),
         watchdog_interval=watchdog_interval(),
-        control_path=args.control_socket or default_path(),
-        instance=f"mcastd@{','.join(groups)}" if groups else "mcastd",
+        control_path=control_path,
+        instance=name,
     )
     if args.detach:
 
@@ -78,6 +80,34 @@ def run_main(args: argparse.Namespace) -> int:
     if open_sockets(server) is None:
         return ExitCode.UNAVAILABLE
     return serve(server)
+
+
+def control_place(
+    name: str | None, control_socket: str | None, path: str | None, groups: Sequence[str] | None
+) -> tuple[str, str | None]:
+    """The daemon's name and its control socket (None: none could be had, and why is logged).
+
+    Under systemd the unit's runtime directory holds it; started by hand, a directory of
+    this user (mcastd.instance), under a name no other daemon there has.
+    """
+    unit_path = default_path()
+    if unit_path is not None and control_socket is None:
+        # Named as the units are (mcastd, mcastd@GROUP), whatever file they read.
+        return name or instance.default_name(None, groups or ()), unit_path
+    derived = instance.default_name(path, groups or ())
+    if control_socket is not None:
+        return name or derived, control_socket
+    try:
+        euid = os.geteuid()
+        directory = instance.own_directory(euid, os.environ)
+        chosen, socket_path = instance.claim(name or derived, name is not None, directory, euid)
+    except SocketSetupError as e:
+        logging.getLogger(DAEMON_LOGGER).warning("%s; `mcastd status` will not see this daemon", e)
+        return name or derived, None
+    logging.getLogger(DAEMON_LOGGER).info(
+        "`mcastd status` shows this daemon as %s (%s)", chosen, socket_path
+    )
+    return chosen, socket_path
 
 
 def setup_failed(error: SocketSetupError) -> ExitCode:

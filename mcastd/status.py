@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -12,19 +13,26 @@ from typing import Any
 from mcastd.config import format_address
 from mcastd.control import find_sockets, query
 from mcastd.exitcodes import ExitCode, fail
+from mcastd.instance import search_directories
 from mcastd.snapshot import status_document
 
 Document = dict[str, Any]  # as mcastd.snapshot builds it, read back from JSON
 
 
-def gather(sockets: Sequence[str], runtime_root: str) -> tuple[list[Document], list[str]]:
-    """Snapshots of the daemons at `sockets` (or all found under runtime_root), and problems."""
+def gather(
+    sockets: Sequence[str], runtime_roots: Sequence[str]
+) -> tuple[list[Document], list[str]]:
+    """Snapshots of the daemons at `sockets` (or all found under runtime_roots), and problems."""
     found: list[Document] = []
     problems: list[str] = []
     if sockets:
         paths = [Path(s) for s in sockets]
     else:
-        paths, denied = find_sockets(runtime_root)
+        paths, denied = [], []
+        for root in runtime_roots:
+            found_here, denied_here = find_sockets(root)
+            paths += found_here
+            denied += denied_here
         problems.extend(
             f"{d}: permission denied (only root and the group mcastd may read status)"
             for d in denied
@@ -144,7 +152,8 @@ def render_text(documents: list[Document], now: float | None = None) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """`mcastd status`: every daemon found (or asked), as a table or JSON."""
-    documents, problems = gather(args.socket, args.runtime_dir)
+    roots = args.runtime_dir or search_directories(os.geteuid(), os.environ)
+    documents, problems = gather(args.socket, roots)
     for problem in problems:
         fail(problem, ExitCode.NOT_RUNNING)
     shown = only_groups(documents, args.groups)

@@ -14,6 +14,7 @@ from mcastd.config import Endpoint, Settings
 from mcastd.net import open_group_socket
 from mcastd.protocol import Drop, DropReason, Heard, Refused, Reply, Stop, TokenBucket
 from mcastd.stopauth import StopRefusal
+from tests.logs import Records, recording
 from tests.netns import NetNS, collect
 
 GROUP, PORT = "239.0.0.9", 59259
@@ -53,33 +54,10 @@ def test_quote_cuts_long_text():
     assert quote("a" * 500) == repr("a" * LOGGED_TEXT) + "... (500 characters)"
 
 
-class Lines(logging.Handler):
-    """The log records of the `mcastd` loggers, whatever other tests did to propagation."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    @property
-    def messages(self) -> list[str]:
-        return [r.getMessage() for r in self.records]
-
-
 @pytest.fixture
-def lines() -> Iterator[Lines]:
-    handler = Lines()
-    logger = logging.getLogger("mcastd")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+def lines() -> Iterator[Records]:
+    with recording() as records:
+        yield records
 
 
 def channel_in(netns: NetNS, total: TokenBucket | None = None, **settings: object) -> Channel:
@@ -100,7 +78,7 @@ def serve_until(channel: Channel, received: int, now: float = T0) -> str | None:
 
 
 @pytest.mark.net
-def test_serve_batch_answers_counts_and_logs_each_datagram(netns: NetNS, lines: Lines):
+def test_serve_batch_answers_counts_and_logs_each_datagram(netns: NetNS, lines: Records):
     channel = channel_in(netns, reply_rate=1, reply_burst=2)
     client = netns.socket()
     client.bind(("127.0.0.1", 0))
@@ -134,7 +112,7 @@ def test_serve_batch_answers_counts_and_logs_each_datagram(netns: NetNS, lines: 
 
 
 @pytest.mark.net
-def test_the_line_budget_holds_lines_back_and_counts_them(netns: NetNS, lines: Lines):
+def test_the_line_budget_holds_lines_back_and_counts_them(netns: NetNS, lines: Records):
     channel = channel_in(netns, reply="none")
     client = netns.socket()
     try:
@@ -166,7 +144,7 @@ def test_a_batch_reads_at_most_batch_datagrams(netns: NetNS):
 
 
 @pytest.mark.net
-def test_a_reply_that_cannot_be_sent_is_counted_and_said(netns: NetNS, lines: Lines):
+def test_a_reply_that_cannot_be_sent_is_counted_and_said(netns: NetNS, lines: Records):
     channel = channel_in(netns)
     netns.ip("addr", "add", "198.51.100.7/32", "dev", "lo")
     client = netns.socket()
@@ -187,7 +165,7 @@ def test_a_reply_that_cannot_be_sent_is_counted_and_said(netns: NetNS, lines: Li
 
 
 @pytest.mark.net
-def test_stop_ends_the_batch_and_names_its_sender(netns: NetNS, lines: Lines):
+def test_stop_ends_the_batch_and_names_its_sender(netns: NetNS, lines: Records):
     total = TokenBucket(100, 100, T0)
     channel = channel_in(netns, total)
     client = netns.socket()

@@ -100,39 +100,42 @@ def test_a_port_in_use_is_said_so(netns: NetNS):
     )
 
 
-def test_no_route_for_ipv4_multicast_and_the_fix_it_names(netns: NetNS):
-    netns.ip("route", "del", "224.0.0.0/4", "dev", "lo")
-    e = endpoint("239.0.0.9")
+@pytest.mark.parametrize(
+    ("group", "routes", "hint", "link"),
+    [
+        (
+            "239.0.0.9",
+            [("route", "del", "224.0.0.0/4", "dev", "lo")],
+            "ip route add 224.0.0.0/4 dev IF",
+            "lo",
+        ),
+        # Each multicast-capable interface that is up routes ff00::/8 in table local; without
+        # those routes (as on a host with only lo) an IPv6 join that names no interface fails.
+        (
+            "ff05::9",
+            [
+                ("-6", "route", "del", "multicast", "ff00::/8", "dev", link, "table", "local")
+                for link in ("v6a", "v6b")
+            ],
+            "ip -6 route add ff00::/8 dev IF",
+            "v6a",
+        ),
+    ],
+)
+def test_no_route_for_multicast_and_the_fix_it_names(
+    netns: NetNS, group: str, routes: list[tuple[str, ...]], hint: str, link: str
+):
+    for route in routes:
+        netns.ip(*route)
+    e = endpoint(group)
     with netns.entered(), pytest.raises(SocketSetupError) as caught:
         net.open_group_socket(e)
-    hint = "ip route add 224.0.0.0/4 dev IF"
-    assert (
-        str(caught.value)
-        == f"239.0.0.9:59259: no route for multicast: add one ({hint}) or set interface:"
-    )
-    netns.exec(*hint.replace("IF", "lo").split())
-    with netns.entered():
-        net.close_group_socket(net.open_group_socket(e))
-
-
-def test_no_route_for_ipv6_multicast_and_the_fix_it_names(netns: NetNS):
-    # Each multicast-capable interface that is up routes ff00::/8 in table local; without
-    # those routes (as on a host with only lo) an IPv6 join that names no interface fails.
-    for link in ("v6a", "v6b"):
-        netns.ip("-6", "route", "del", "multicast", "ff00::/8", "dev", link, "table", "local")
-    e = endpoint("ff05::9")
-    with netns.entered(), pytest.raises(SocketSetupError) as caught:
-        net.open_group_socket(e)
-    hint = "ip -6 route add ff00::/8 dev IF"
-    assert (
-        str(caught.value)
-        == f"[ff05::9]:59259: no route for multicast: add one ({hint}) or set interface:"
-    )
-    netns.exec(*hint.replace("IF", "v6a").split())
+    assert str(caught.value) == f"{e}: no route for multicast: add one ({hint}) or set interface:"
+    netns.exec(*hint.replace("IF", link).split())  # the fix, as the message gives it
     with netns.entered():
         group_socket = net.open_group_socket(e)
     try:
-        assert hears(netns, group_socket, "ff05::9", socket.AF_INET6)
+        assert hears(netns, group_socket, group, e.family)
     finally:
         net.close_group_socket(group_socket)
 

@@ -6,7 +6,6 @@ process a signal from there, so no test sleeps or races the loop.
 
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import signal
@@ -20,42 +19,17 @@ from mcastd.messages import MessageId
 from mcastd.net import GroupSocket, open_group_socket
 from mcastd.notify import Notifier
 from mcastd.server import Server
+from tests.logs import Records, recording
 from tests.netns import NetNS, collect
 
 pytestmark = pytest.mark.net
 PORT = 59259
 
 
-class Journal(logging.Handler):
-    """Records of the `mcastd` loggers (propagation may be off after other tests)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def with_id(self, message_id: MessageId) -> list[str]:
-        return [
-            r.getMessage()
-            for r in self.records
-            if getattr(r, "MESSAGE_ID", None) == message_id.value
-        ]
-
-
 @pytest.fixture
-def journal() -> Iterator[Journal]:
-    handler = Journal()
-    logger = logging.getLogger("mcastd")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+def journal() -> Iterator[Records]:
+    with recording() as records:
+        yield records
 
 
 class Notes:
@@ -80,7 +54,7 @@ def config(text: str) -> Config:
     return parse(text, "test.yaml")
 
 
-def test_serves_until_a_stop_datagram_and_closes_everything(netns: NetNS, journal: Journal):
+def test_serves_until_a_stop_datagram_and_closes_everything(netns: NetNS, journal: Records):
     notes = Notes()
     server = Server(config("groups: [239.0.0.9, 239.0.0.10]\n"), Notifier(notes.send))
     with netns.entered():
@@ -144,7 +118,7 @@ def test_sighup_reloads_between_batches_keeping_unchanged_sockets(netns: NetNS):
     assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in notes.sent)
 
 
-def test_a_bad_reload_keeps_the_old_config_and_says_why(netns: NetNS, journal: Journal):
+def test_a_bad_reload_keeps_the_old_config_and_says_why(netns: NetNS, journal: Records):
     def broken() -> Config:
         return config("ttl: 300\n")  # raises ConfigError
 
@@ -205,7 +179,7 @@ def test_snapshot_uses_the_clocks_and_lists_waiting_endpoints(netns: NetNS):
     assert states == {("239.0.0.9", "serving"), ("ff02::9", "waiting")}
 
 
-def test_an_interface_is_followed_gone_and_back(netns: NetNS, journal: Journal):
+def test_an_interface_is_followed_gone_and_back(netns: NetNS, journal: Records):
     """Late interface: joined when it appears; down/up: re-joined; gone: said once."""
     text = "interface: mc2eth\nwait_for_interface: true\ngroups: [239.0.0.9]\n"
     server = Server(config(text), Notifier(Notes().send))
