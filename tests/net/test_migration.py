@@ -519,7 +519,7 @@ def test_run_group_port_serves_exactly_that_and_say_takes_upstreams_message_opti
         assert (unheard.returncode, unheard.stdout) == (1, "")
 
 
-@pytest.mark.timeout(600)  # pip fetches PyYAML, python-daemon and setuptools: ~10 s here
+@pytest.mark.timeout(600)  # pip fetches setuptools and the dependencies: ~10 s here
 def test_pip_install_in_a_plain_venv_needs_no_libsystemd(tmp_path: Path):
     # Upstream is pure Python; so is mcastd without the [systemd] extra (systemd-python builds
     # from source and needs libsystemd's headers). Then logs go to stderr and sd_notify is
