@@ -183,7 +183,7 @@ class Channel:
                     if actions is not ECHOED and take_line(now):
                         self.log_datagram(actions, source, len(payload), failure)
                 elif failure is not None and take_line(now):
-                    self.log_send_failed(source, failure)
+                    self.log_send_failed(actions, failure)
                 if stop is not None:
                     return stop
             return None
@@ -223,8 +223,9 @@ class Channel:
             extra=self.fields(source),
         )
 
-    def log_send_failed(self, destination: Source, error: OSError) -> None:
+    def log_send_failed(self, actions: tuple[Action, ...], error: OSError) -> None:
         """Without per-datagram lines, a failed reply still gets one (the budget allowed it)."""
+        destination = next(a.destination for a in actions if type(a) is Reply)
         self.logger.warning(
             "%s: reply to %s failed: %s",
             self.name,
