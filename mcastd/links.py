@@ -146,5 +146,12 @@ def link_state(endpoint: Endpoint) -> LinkState:
 
 
 def must_wait(endpoint: Endpoint) -> bool:
-    """`wait_for_interface` is set and the interface is not there (yet)."""
-    return endpoint.settings.wait_for_interface and link_state(endpoint).ifindex == 0
+    """`wait_for_interface` is set and the configured interface is not there (yet).
+
+    Without an interface there is nothing to wait for: such a group is opened, and retried
+    while it fails (`retry`)."""
+    return (
+        endpoint.settings.wait_for_interface
+        and endpoint.interface is not None
+        and link_state(endpoint).ifindex == 0
+    )

@@ -22,6 +22,7 @@ class MessageId(StrEnum):
     STOP_REFUSED = "d55fa8fe3b074800ab6c88e18c2998ae"
     SHUTDOWN = "62b936198a22418593b4671aed7e9f22"
     SETUP_FAILED = "f22abc1d47784cbfb389775f010a5637"
+    GROUP_FAILING = "c6585723afe646068de7f4e062e8f2fa"
 
 
 def event(message_id: MessageId) -> dict[str, object]:

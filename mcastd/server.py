@@ -30,6 +30,7 @@ from mcastd.messages import MessageId, event
 from mcastd.notify import Notifier
 from mcastd.protocol import TokenBucket
 from mcastd.reload import Close, Key, Open, Rejoin, Retune, Served, Step, Wait, plan, stop_key
+from mcastd.retry import RETRY_SECONDS, Verdict, due, verdict
 from mcastd.snapshot import (
     Counters,
     Document,
@@ -55,6 +56,8 @@ class Pending(NamedTuple):
     endpoint: Endpoint
     state: EndpointState
     error: str | None = None
+    errno: int = 0  # of the last failure: decides whether it is tried again (retry.verdict)
+    tried: float = 0.0  # monotonic time of the last attempt
 
 
 class Server:
@@ -100,7 +103,10 @@ class Server:
     # -- start and stop ---------------------------------------------------------------------
 
     def open(self) -> None:
-        """Bind and join every endpoint, or none (raises SocketSetupError)."""
+        """Bind and join every endpoint that can be; the others are shown failing and tried
+        again (`retry`). Raises SocketSetupError, with nothing left open, for a failure that
+        cannot clear by itself, and when no endpoint at all can be served (unless some have
+        `wait_for_interface`)."""
         endpoints = []
         for endpoint in self.config.endpoints():
             if must_wait(endpoint):
@@ -108,9 +114,29 @@ class Server:
             else:
                 endpoints.append(endpoint)
         net.check_descriptors(len(endpoints))
-        opened = net.open_all(endpoints, self.opener)
+        opened: dict[Key, net.GroupSocket] = {}
+        failed: list[tuple[Endpoint, SocketSetupError]] = []
+        try:
+            for endpoint in endpoints:
+                try:
+                    opened[endpoint.key] = self.opener(endpoint)
+                except SocketSetupError as e:
+                    if verdict(e.errno) is Verdict.FATAL:
+                        raise
+                    failed.append((endpoint, e))
+            waits = any(e.settings.wait_for_interface for e in self.config.endpoints())
+            if failed and not opened and not waits:
+                raise failed[0][1]  # nothing to serve: fail loudly, as before
+        except BaseException:
+            for group_socket in opened.values():
+                net.close_group_socket(group_socket)
+            raise
         for endpoint in endpoints:
-            self.add_channel(endpoint, opened[endpoint.key])
+            if endpoint.key in opened:
+                self.add_channel(endpoint, opened[endpoint.key])
+        now = self.clock()
+        for endpoint, error in failed:
+            self.fail_later(endpoint, error, now)
         if self.control_path is not None:
             try:
                 self.control = ControlServer(self.control_path, self.snapshot)
@@ -153,6 +179,47 @@ class Server:
             endpoint.interface,
             extra={"MCAST_GROUP": endpoint.group, "MCAST_PORT": endpoint.port},
         )
+
+    def fail_later(self, endpoint: Endpoint, error: SocketSetupError, now: float) -> None:
+        """Show `endpoint` as failing with `error`, said once per reason; tried again when
+        `retry.due` if the error can clear by itself."""
+        before = self.pending.get(endpoint.key)
+        self.pending[endpoint.key] = Pending(
+            endpoint, EndpointState.FAILING, str(error), error.errno, now
+        )
+        if before is not None and before.error == str(error):
+            return
+        if verdict(error.errno) is Verdict.RETRY:
+            then = f"serving the others, trying again every {RETRY_SECONDS:g} s"
+        else:
+            then = "serving the others; not tried again until a reload or restart"
+        self.log.warning(
+            "%s: %s",
+            error,
+            then,
+            extra={
+                **event(MessageId.GROUP_FAILING),
+                "MCAST_GROUP": endpoint.group,
+                "MCAST_PORT": endpoint.port,
+            },
+        )
+
+    def retry_failing(self, selector: selectors.BaseSelector, now: float) -> None:
+        """Try again the failing endpoints whose error can clear by itself, when due."""
+        for key, pending in list(self.pending.items()):
+            if (
+                pending.state is not EndpointState.FAILING
+                or verdict(pending.errno) is Verdict.FATAL
+                or not due(now, pending.tried)
+            ):
+                continue
+            try:
+                group_socket = self.opener(pending.endpoint)
+            except SocketSetupError as e:
+                self.fail_later(pending.endpoint, e, now)
+                continue
+            del self.pending[key]
+            self.add_channel(pending.endpoint, group_socket, selector)
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -249,6 +316,7 @@ class Server:
         wall = self.wall_clock()
         for channel in self.channels.values():
             channel.prune(now, wall)
+        self.retry_failing(selector, now)
         status = self.status_line()
         if status != self.last_status:
             self.last_status = status
@@ -274,8 +342,8 @@ class Server:
 
         for key, pending in list(self.pending.items()):
             endpoint = pending.endpoint
-            if state(endpoint).ifindex == 0:
-                continue
+            if pending.state is not EndpointState.WAITING or state(endpoint).ifindex == 0:
+                continue  # failing ones are tried by `retry_failing`
             try:
                 group_socket = self.opener(endpoint)
             except SocketSetupError as e:
@@ -341,7 +409,9 @@ class Server:
     # -- status -----------------------------------------------------------------------------
 
     def status_line(self) -> str:
-        return status_line(c.counters for c in self.channels.values())
+        failing = sum(p.state is EndpointState.FAILING for p in self.pending.values())
+        counters = (c.counters for c in self.channels.values())
+        return status_line(counters, failing=failing, not_served=len(self.pending))
 
     def snapshot(self) -> Document:
         """Everything `mcastd status` shows, as JSON-ready data (mcastd.snapshot)."""
@@ -386,7 +456,8 @@ class Server:
             for problem in e.problems:
                 self.log.error("reload failed: %s", problem, extra=failed)
             self.log.error("reload failed: still serving the previous configuration", extra=failed)
-            self.last_reload = reload_record(self.wall_clock(), [str(p) for p in e.problems])
+            problems = [str(p) for p in e.problems]
+            self.last_reload = reload_record(self.wall_clock(), problems)
             self.notifier.ready(f"reload failed; {self.status_line()}")
             return
         current = {
@@ -408,9 +479,13 @@ class Server:
                 self.carry_out(step, selector)
             except SocketSetupError as e:
                 errors.append(str(e))
-                self.log.error("reload: %s", e, extra=event(MessageId.RELOAD_FAILED))
-        self.last_reload = reload_record(self.wall_clock(), errors)
-        outcome = f"with {len(errors)} error(s)" if errors else "ok"
+                if type(step) is Open:
+                    self.fail_later(step.endpoint, e, self.clock())  # said there, once
+                else:
+                    self.log.error("reload: %s", e, extra=event(MessageId.RELOAD_FAILED))
+        # In force, even if some groups could not be joined: `errors` names them.
+        self.last_reload = reload_record(self.wall_clock(), errors, ok=True)
+        outcome = f"with {len(errors)} error(s): {'; '.join(errors)}" if errors else "ok"
         self.log.info("reloaded %s: %s", new.source, outcome, extra=event(MessageId.RELOAD_OK))
         self.last_status = self.status_line()
         self.notifier.ready(self.last_status)

@@ -91,23 +91,28 @@ def endpoint_document(
     }
 
 
-def status_line(counters: Iterable[Counters]) -> str:
-    """The STATUS= text: `N groups, N heard, N answered, N dropped` over the serving ones."""
+def status_line(counters: Iterable[Counters], failing: int = 0, not_served: int = 0) -> str:
+    """The STATUS= text: `N groups, N heard, N answered, N dropped` over the serving ones,
+    then `; F of T groups failing` when some of all T cannot be joined."""
     n = received = answered = dropped = 0
     for c in counters:
         n += 1
         received += c.received
         answered += c.answered
         dropped += sum(c.dropped.values())
-    return (
+    line = (
         f"{n} group{'s' if n != 1 else ''}, {received} heard, "
         f"{answered} answered, {dropped} dropped"
     )
+    if failing:
+        line += f"; {failing} of {n + not_served} groups failing"
+    return line
 
 
-def reload_record(wall: float, errors: list[str]) -> Document:
-    """`last_reload`: when, whether it went through, and the one-line problems if not."""
-    return {"time": round(wall, 3), "ok": not errors, "errors": errors}
+def reload_record(wall: float, errors: list[str], ok: bool | None = None) -> Document:
+    """`last_reload`: when, whether it went through, and the one-line problems: of the
+    file if not (`ok` false), of the groups it could not join if it did (`ok` true)."""
+    return {"time": round(wall, 3), "ok": not errors if ok is None else ok, "errors": errors}
 
 
 def daemon_document(

@@ -102,7 +102,11 @@ def render_text(documents: list[Document], now: float | None = None) -> str:
             reloaded = "never reloaded"
         else:
             count = len(reload["errors"])
-            outcome = "ok" if reload["ok"] else f"FAILED ({count} error{'s' if count != 1 else ''})"
+            errors = f"{count} error{'s' if count != 1 else ''}"
+            if not reload["ok"]:
+                outcome = f"FAILED ({errors})"  # the previous configuration is still in force
+            else:
+                outcome = f"done with {errors}" if count else "ok"  # groups it could not join
             reloaded = f"reloaded {_when(reload['time'], now)}: {outcome}"
         lines.append(
             f"{d['instance']} (pid {d['pid']}, mcastd {d['version']}): "
