@@ -47,7 +47,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from tests.netns import REPO, Daemon, NetNS, mcastd_argv, netns_script, sh
+from tests.netns import REPO, Daemon, NetNS, mcastd_argv, netns_script, sh, terminate
 
 PREFIX = "mcastd-h"
 PORT = 59259
@@ -273,13 +273,8 @@ class Router(Host):
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.smcrouted is not None and self.smcrouted.poll() is None:
-            self.smcrouted.terminate()
-            try:
-                self.smcrouted.wait(5)
-            except subprocess.TimeoutExpired:
-                self.smcrouted.kill()
-                self.smcrouted.wait()
+        if self.smcrouted is not None:
+            terminate(self.smcrouted)
 
     def delete(self) -> None:
         try:

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 CLONE_NEWNET = 0x40000000
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +88,18 @@ class NetNS:
 
     def delete(self) -> None:
         subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 5.0) -> int:
+    """SIGTERM the process if it runs, SIGKILL it after `timeout` seconds; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def mcastd_argv(*args: str) -> list[str]:
@@ -168,14 +181,7 @@ class Daemon:
         self.proc.send_signal(signum)
 
     def stop(self, timeout: float = 5.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def close(self) -> None:
         self.stop()

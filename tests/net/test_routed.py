@@ -23,11 +23,11 @@ from tests.hosts import (
     Routed,
     answered_within,
     enable_ttl,
-    receive_with_ttl,
     replies,
     routed,
     run,
 )
+from tests.netns import Daemon
 
 pytestmark = pytest.mark.net
 
@@ -70,21 +70,20 @@ def ask(client: socket.socket, group: str) -> list[tuple[bytes, str, int | None]
     return replies(client)
 
 
-def answered(site: Site, daemon_index: int, group: str) -> int:
-    (endpoint,) = (
-        e
-        for key, e in site.daemons.status(site.daemons.started[daemon_index]).items()
-        if key == (group, PORT)
-    )
-    count = endpoint["answered"]
-    assert isinstance(count, int)
-    return count
+def address(host: Host, group: str) -> str | None:
+    """The host's address of the group's family."""
+    return host.v6 if ":" in group else host.v4
+
+
+def answered(site: Site, daemon: Daemon, group: str) -> object:
+    """The daemon's `answered` counter for the group, from `mcastd status --json`."""
+    return site.daemons.status(daemon)[(group, PORT)]["answered"]
 
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_a_client_behind_a_router_gets_every_reply(site: Site, group: str):
     net = site.net
-    site.daemons.start(net.responder, f"groups: ['{group}']\n")  # nothing but the group
+    daemon = site.daemons.start(net.responder, f"groups: ['{group}']\n")  # only the group
     client = net.client.client(family_of(group), ttl=2)
     got = ask(client, group)
     texts = sorted(data for data, _, _ in got)
@@ -94,41 +93,37 @@ def test_a_client_behind_a_router_gets_every_reply(site: Site, group: str):
         for n in range(COUNT)
     )
     # Unicast replies leave with the system default and lose one per router on the way.
-    assert {sender for _, sender, _ in got} == {
-        net.responder.v6 if ":" in group else net.responder.v4
+    assert {(sender, ttl) for _, sender, ttl in got} == {
+        (address(net.responder, group), default_ttl(net.responder, group) - 1)
     }
-    assert {ttl for _, _, ttl in got} == {default_ttl(net.responder, group) - 1}
-    assert answered(site, 0, group) == COUNT
+    assert answered(site, daemon, group) == COUNT
 
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_a_query_with_ttl_1_does_not_reach_a_responder_behind_the_router(site: Site, group: str):
-    site.daemons.start(site.net.responder, f"groups: ['{group}']\n")
+    daemon = site.daemons.start(site.net.responder, f"groups: ['{group}']\n")
     client = site.net.client.client(family_of(group), ttl=1)
     assert ask(client, group) == []
-    assert answered(site, 0, group) == 0
+    assert answered(site, daemon, group) == 0
 
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_unicast_ttl_bounds_unicast_replies(site: Site, group: str):
     net = site.net
-    site.daemons.start(net.responder, f"unicast_ttl: 1\ngroups: ['{group}']\n")
-    site.daemons.start(net.add_responder(), f"unicast_ttl: 5\ngroups: ['{group}']\n")
+    near = site.daemons.start(net.responder, f"unicast_ttl: 1\ngroups: ['{group}']\n")
+    second = net.add_responder()
+    far = site.daemons.start(second, f"unicast_ttl: 5\ngroups: ['{group}']\n")
     got = ask(net.client.client(family_of(group), ttl=2), group)
     # unicast_ttl 1 expires at the router; 5 arrives with 4.
-    second = net.responders[1]
-    assert {(sender, ttl) for _, sender, ttl in got} == {
-        (second.v6 if ":" in group else second.v4, 4)
-    }
-    assert len(got) == COUNT
-    assert answered(site, 0, group) == answered(site, 1, group) == COUNT
+    assert [(sender, ttl) for _, sender, ttl in got] == [(address(second, group), 4)] * COUNT
+    assert answered(site, near, group) == answered(site, far, group) == COUNT
 
 
 @pytest.mark.parametrize("group", GROUPS)
 @pytest.mark.parametrize(("ttl", "crossing"), [(1, 0), (2, COUNT), (3, COUNT)])
 def test_ttl_bounds_group_replies(site: Site, group: str, ttl: int, crossing: int):
     net = site.net
-    site.daemons.start(
+    daemon = site.daemons.start(
         net.responder, f"groups:\n  - group: '{group}'\n    reply: group\n    ttl: {ttl}\n"
     )
     member = net.client.member(group)  # the client's side joins; the router forwards back
@@ -136,18 +131,11 @@ def test_ttl_bounds_group_replies(site: Site, group: str, ttl: int, crossing: in
     client = net.client.client(family_of(group), ttl=2)
     for n in range(COUNT):
         client.sendto(b"to all %d" % n, (group, PORT))
-    heard = []
-    while True:
-        try:
-            data, sender, received = receive_with_ttl(member, 0.5)
-        except TimeoutError:
-            break
-        if data.startswith(b"HEAR ["):  # not the client's own queries, looped back
-            heard.append((sender, received))
-    responder = net.responder.v6 if ":" in group else net.responder.v4
-    assert heard == [(responder, ttl - 1)] * crossing
+    # Not the client's own queries, looped back to its member socket.
+    heard = [(sender, hops) for data, sender, hops in replies(member) if data.startswith(b"HEAR")]
+    assert heard == [(address(net.responder, group), ttl - 1)] * crossing
     # The responder answered every query: a group reply with ttl 1 stopped at the router.
-    assert answered(site, 0, group) == COUNT
+    assert answered(site, daemon, group) == COUNT
 
 
 def test_upstream_hear_replies_cross_the_router_with_the_same_ttl(site: Site):
@@ -170,7 +158,7 @@ def test_upstream_hear_replies_cross_the_router_with_the_same_ttl(site: Site):
             got += replies(client, quiet=0.3)
         assert got, "no reply from upstream HEAR"
         assert {(sender, ttl) for _, sender, ttl in got} == {
-            (net.responder.v4, default_ttl(net.responder, GROUP4) - 1)
+            (address(net.responder, GROUP4), default_ttl(net.responder, GROUP4) - 1)
         }
     finally:
         upstream.kill()
