@@ -33,9 +33,11 @@ with the TTL / hop limit they arrived with, and polls for "answered again".
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -590,3 +592,32 @@ def flood(
     """Start the FLOOD sender inside `netns`; `.communicate()` gives its JSON line."""
     argv = [sys.executable, "-c", FLOOD, source, group, str(port), str(count), str(rate), tag]
     return subprocess.Popen(netns.command(argv), stdout=subprocess.PIPE, text=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python3 -m tests.hosts routed [--responders N]`: the routed topology for a manual try,
+    until Ctrl-C or SIGTERM (then it is stopped and deleted, as after a test)."""
+    parser = argparse.ArgumentParser(prog="python3 -m tests.hosts", description=main.__doc__)
+    parser.add_argument("topology", choices=["routed"])
+    parser.add_argument("--responders", type=int, default=1, choices=range(1, 200))
+    parser.add_argument(
+        "--group",
+        action="append",
+        help="a group to forward (default: both of " + " and ".join(GROUPS) + ")",
+    )
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with routed(args.group or GROUPS, responders=args.responders) as net:
+        for role, host in [("client", net.client), ("router", net.router)] + [
+            ("responder", h) for h in net.responders
+        ]:
+            print(f"{role:<10} {host.name:<28} {host.v4:<11} {host.v6}")
+        print(f"smcrouted forwards {', '.join(net.groups)}; Ctrl-C stops it and deletes all")
+        sys.stdout.flush()
+        with suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -81,7 +81,7 @@ def answered(site: Site, daemon: Daemon, group: str) -> object:
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_a_client_behind_a_router_gets_every_reply(site: Site, group: str):
+def test_a_client_behind_a_router_gets_every_reply(site: Site, group: str) -> None:
     net = site.net
     daemon = site.daemons.start(net.responder, f"groups: ['{group}']\n")  # only the group
     client = net.client.client(family_of(group), ttl=2)
@@ -100,7 +100,9 @@ def test_a_client_behind_a_router_gets_every_reply(site: Site, group: str):
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_a_query_with_ttl_1_does_not_reach_a_responder_behind_the_router(site: Site, group: str):
+def test_a_query_with_ttl_1_does_not_reach_a_responder_behind_the_router(
+    site: Site, group: str
+) -> None:
     daemon = site.daemons.start(site.net.responder, f"groups: ['{group}']\n")
     client = site.net.client.client(family_of(group), ttl=1)
     assert ask(client, group) == []
@@ -108,7 +110,7 @@ def test_a_query_with_ttl_1_does_not_reach_a_responder_behind_the_router(site: S
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_unicast_ttl_bounds_unicast_replies(site: Site, group: str):
+def test_unicast_ttl_bounds_unicast_replies(site: Site, group: str) -> None:
     net = site.net
     near = site.daemons.start(net.responder, f"unicast_ttl: 1\ngroups: ['{group}']\n")
     second = net.add_responder()
@@ -121,7 +123,7 @@ def test_unicast_ttl_bounds_unicast_replies(site: Site, group: str):
 
 @pytest.mark.parametrize("group", GROUPS)
 @pytest.mark.parametrize(("ttl", "crossing"), [(1, 0), (2, COUNT), (3, COUNT)])
-def test_ttl_bounds_group_replies(site: Site, group: str, ttl: int, crossing: int):
+def test_ttl_bounds_group_replies(site: Site, group: str, ttl: int, crossing: int) -> None:
     net = site.net
     daemon = site.daemons.start(
         net.responder, f"groups:\n  - group: '{group}'\n    reply: group\n    ttl: {ttl}\n"
@@ -138,7 +140,7 @@ def test_ttl_bounds_group_replies(site: Site, group: str, ttl: int, crossing: in
     assert answered(site, daemon, group) == COUNT
 
 
-def test_upstream_hear_replies_cross_the_router_with_the_same_ttl(site: Site):
+def test_upstream_hear_replies_cross_the_router_with_the_same_ttl(site: Site) -> None:
     """Upstream multicast 2.1.1 sets only the multicast TTL, so its unicast replies cross."""
     net = site.net
     argv = [sys.executable, "-m", "multicast", "--daemon", "HEAR", "--port", str(PORT)]
