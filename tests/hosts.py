@@ -25,7 +25,10 @@ arrives with one less:
         net.forward("239.1.2.3")        # one more group, at once
 
 `Routed.add_responder(host=Host("box", pid=PID))` puts the namespace of a running process
-(e.g. a booted container's init) behind the router as well.
+(e.g. a booted container's init) behind the router as well. Routes: a (*,G) route per group
+and direction, plus an (S,G) route for every host added, so that the first datagrams of a
+host are forwarded too (see `Router.route`). For a manual try, `python3 -m tests.hosts
+routed` builds the topology, prints the namespace names and deletes them on Ctrl-C.
 
 Also here: daemons with a control socket, `mcastd say` inside a host, replies read together
 with the TTL / hop limit they arrived with, and polls for "answered again".
