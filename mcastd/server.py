@@ -183,20 +183,23 @@ class Server:
     def fail_later(self, endpoint: Endpoint, error: SocketSetupError, now: float) -> None:
         """Show `endpoint` as failing with `error`, said once per reason; tried again when
         `retry.due` if the error can clear by itself."""
+        # The status entry is the endpoint's own: its error need not name it again.
+        reason = str(error).removeprefix(f"{endpoint}: ")
         before = self.pending.get(endpoint.key)
         self.pending[endpoint.key] = Pending(
-            endpoint, EndpointState.FAILING, str(error), error.errno, now
+            endpoint, EndpointState.FAILING, reason, error.errno, now
         )
-        if before is not None and before.error == str(error):
+        if before is not None and before.error == reason:
             return
         if verdict(error.errno) is Verdict.RETRY:
-            then = f"serving the others, trying again every {RETRY_SECONDS:g} s"
+            then = f"trying again every {RETRY_SECONDS:g} s"
         else:
-            then = "serving the others; not tried again until a reload or restart"
+            then = "not tried again until a reload or restart"
         self.log.warning(
-            "%s: %s",
-            error,
+            "%s not served, %s: %s",
+            endpoint,
             then,
+            reason,
             extra={
                 **event(MessageId.GROUP_FAILING),
                 "MCAST_GROUP": endpoint.group,
