@@ -228,6 +228,10 @@ def run(
     sockets = open_sockets(settings)
     try:
         return _probe(settings, sockets, deadline, on_reply, interrupt)
+    except SocketSetupError:
+        raise
+    except OSError as e:  # a socket that stopped working half-way (interface gone ...)
+        raise send_error(settings, e.errno or errno.EIO) from e
     finally:
         close_sockets(sockets)
 
@@ -275,10 +279,7 @@ def _probe(
                     _set_ttl(sender, v6, ttl)
                     ttl_set = ttl
                 sent_at = time.monotonic()
-                try:
-                    sender.sendto(data, destination)
-                except OSError as e:
-                    raise send_error(settings, e.errno or errno.EIO) from e
+                sender.sendto(data, destination)  # an OSError becomes run's SocketSetupError
                 train.sent(seq, sent_at)
                 continue
         if not sending and (now >= end or train.settled()):

@@ -298,6 +298,19 @@ def test_join_where_the_port_is_taken_is_exit_69(netns: NetNS, fan_in: FanIn):
     )
 
 
+def test_no_multicast_route_is_exit_69_with_what_to_do():
+    host = Host("noroute")  # lo only: no route for the group
+    try:
+        out = probe(host, "-c", "1")
+    finally:
+        host.delete()
+    assert out.returncode == 69
+    assert out.stderr == (
+        "mcastd: 239.0.0.9:59259: cannot send: no route for multicast "
+        "(ip route add 224.0.0.0/4 dev IF, or --interface)\n"
+    )
+
+
 def test_nobody_answering_is_exit_1_with_a_hint(netns: NetNS):
     out = probe(netns, "-c", "1", "-W", "0.2", "-q")
     assert out.returncode == 1
