@@ -472,6 +472,10 @@ class Server:
             for e in new.endpoints()
             if e.interface is not None and e.settings.wait_for_interface and must_wait(e)
         }
+        # A reload tries every failing group again (`plan` opens it as new), even one whose
+        # error does not clear by itself: the operator may have fixed it.
+        for key in [k for k, p in self.pending.items() if p.state is EndpointState.FAILING]:
+            del self.pending[key]
         steps = plan(current, {k: p.endpoint for k, p in self.pending.items()}, new, absent)
         if new.reply_rate_total != self.config.reply_rate_total:
             self.total = self._total_bucket(new)

@@ -179,6 +179,30 @@ def test_a_reload_that_adds_an_unjoinable_group_is_done_with_errors(bare: Bare):
     assert daemon.proc.poll() is None
 
 
+def test_a_port_in_use_at_reload_is_not_retried_until_the_next_reload(bare: Bare):
+    daemon = bare.daemons.start(bare.host, "groups: [239.0.0.9]\n")
+    blocker = bare.host.socket()
+    blocker.bind(("239.0.0.10", PORT))
+    daemon.config_path.write_text("groups: [239.0.0.9, 239.0.0.10]\n")
+    daemon.signal(signal.SIGHUP)
+    assert "; 1 of 2 groups failing" in daemon.wait_for("READY=1")
+    found = document(bare, daemon)
+    assert found["last_reload"]["errors"] == [
+        "239.0.0.10:59259: address already in use "
+        "(another mcastd, or another program, serves this port)"
+    ]
+    assert states(found)["239.0.0.10"][0] == "failing"
+    assert "239.0.0.10:59259 not served, not tried again until a reload or restart" in (
+        daemon.stderr
+    )
+    blocker.close()  # freed: the next reload takes it
+    daemon.signal(signal.SIGHUP)
+    assert "STATUS=2 groups, 0 heard" in daemon.wait_for("READY=1")
+    found = document(bare, daemon)
+    assert found["last_reload"] == {**found["last_reload"], "ok": True, "errors": []}
+    assert states(found)["239.0.0.10"] == ("serving", None)
+
+
 def test_retries_are_due_every_few_seconds_and_said_once(bare: Bare):
     """In this process, with a clock the test moves: no waiting for real seconds."""
     moment = [1000.0]
