@@ -137,7 +137,7 @@ class Channel:
         recvfrom, sendto = sock.recvfrom, sock.sendto
         decide = self.rules.decide
         counters = self.counters
-        log_datagrams = self.log_datagrams
+        log_datagrams, listen_only = self.log_datagrams, self.listen_only
         take_line = self.budget.take
         received = bytes_in = answered = bytes_out = 0
         source = None
@@ -159,31 +159,31 @@ class Channel:
                 failure = None
                 # The one dispatch of actions: every kind is carried out and counted here.
                 for action in actions:
-                    if type(action) is Reply:
+                    if type(action) is Heard:
+                        if listen_only:
+                            counters.listened += 1
+                    elif type(action) is Reply:
+                        data, destination = action
                         try:
-                            sendto(action.data, action.destination)
+                            sendto(data, destination)
                         except OSError as e:
                             # Full send buffer, unreachable sender, firewall: this reply is
-                            # lost, not the daemon.
+                            # lost, not the daemon. Said in the datagram's line, or alone.
                             failure = e
                             counters.dropped[SEND_FAILED] += 1
+                            if not log_datagrams and take_line(now):
+                                self.log_send_failed(destination, e)
                         else:
                             answered += 1
-                            bytes_out += len(action.data)
-                    elif type(action) is Heard:
-                        if self.listen_only:
-                            counters.listened += 1
+                            bytes_out += len(data)
                     elif type(action) is Drop:
                         counters.dropped[action.reason.value] += 1
                     elif type(action) is Refused:
                         self.refused(action, source)
                     elif type(action) is Stop:
                         stop = self.stop_accepted(source)
-                if log_datagrams:
-                    if actions is not ECHOED and take_line(now):
-                        self.log_datagram(actions, source, len(payload), failure)
-                elif failure is not None and take_line(now):
-                    self.log_send_failed(actions, failure)
+                if log_datagrams and actions is not ECHOED and take_line(now):
+                    self.log_datagram(actions, source, len(payload), failure)
                 if stop is not None:
                     return stop
             return None
@@ -223,9 +223,8 @@ class Channel:
             extra=self.fields(source),
         )
 
-    def log_send_failed(self, actions: tuple[Action, ...], error: OSError) -> None:
+    def log_send_failed(self, destination: Source, error: OSError) -> None:
         """Without per-datagram lines, a failed reply still gets one (the budget allowed it)."""
-        destination = next(a.destination for a in actions if type(a) is Reply)
         self.logger.warning(
             "%s: reply to %s failed: %s",
             self.name,
