@@ -6,6 +6,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from mcastd.config import Endpoint, Settings
 from mcastd.snapshot import (
     DROP_REASONS,
@@ -104,3 +106,26 @@ def test_status_line_and_summary():
     assert counters().summary() == (
         "10 received, 6 answered, 1 listened, 3 dropped (2 not_utf8, 1 send_failed)"
     )
+
+
+@pytest.mark.parametrize(
+    ("served", "failing", "not_served", "line"),
+    [
+        (1, 1, 1, "1 group, 0 heard, 0 answered, 0 dropped; 1 of 2 groups failing"),
+        (0, 1, 1, "0 groups, 0 heard, 0 answered, 0 dropped; 1 of 1 groups failing"),
+        (2, 2, 3, "2 groups, 0 heard, 0 answered, 0 dropped; 2 of 5 groups failing"),
+        # waiting for an interface is not failing: said in `state`, not in STATUS=
+        (1, 0, 1, "1 group, 0 heard, 0 answered, 0 dropped"),
+    ],
+)
+def test_status_line_counts_failing_groups(served: int, failing: int, not_served: int, line: str):
+    counters = [Counters() for _ in range(served)]
+    assert status_line(counters, failing=failing, not_served=not_served) == line
+
+
+def test_a_reload_in_force_with_errors_is_ok():
+    assert reload_record(1.0, ["[ff05::9]:59259: no route"], ok=True) == {
+        "time": 1.0,
+        "ok": True,
+        "errors": ["[ff05::9]:59259: no route"],
+    }
