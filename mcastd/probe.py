@@ -560,9 +560,10 @@ def render_text(report: ProbeReport, max_loss: float) -> str:
     """The summary: a table with one row per responder, then the verdict lines."""
     lines = [f"--- {_destination(report)} mcastd probe statistics ---"]
     how = f"ttl {report.ttl}" if report.hops is None else f"ttl 1-{report.hops}"
+    answered = sum(1 for r in report.responders if r.received)
     lines.append(
-        f"{report.sent} probes sent ({how}), {sum(1 for r in report.responders if r.received)} "
-        f"responders answered, {report.duration:.1f} s"
+        f"{report.sent} probe{'' if report.sent == 1 else 's'} sent ({how}), {answered} "
+        f"responder{'' if answered == 1 else 's'} answered, {report.duration:.1f} s"
         + (", interrupted" if report.interrupted else "")
     )
     header = ["responder", "sent", "recv", "loss", "dup", "late", "reord"]

@@ -184,6 +184,14 @@ def _set_ttl(sock: socket.socket, v6: bool, ttl: int) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
 
 
+def _scoped(address: str, scope_id: int) -> str:
+    """`fe80::1%eth0`: a link-local sender with its interface, as a roster would name it."""
+    try:
+        return f"{address}%{socket.if_indextoname(scope_id)}"
+    except OSError:
+        return f"{address}%{scope_id}"  # the interface is gone already
+
+
 def _drain(sock: socket.socket, via: Via, train: Train, on_reply: OnReply | None) -> int:
     """Read every datagram waiting on `sock`, accounting for each as it is read; return the
     socket's drop count (buffer full) as last reported, 0 if none was."""
@@ -207,7 +215,10 @@ def _drain(sock: socket.socket, via: Via, train: Train, on_reply: OnReply | None
                 ttl = struct.unpack("@i", value[:INT])[0]
             elif (level, kind) == (socket.SOL_SOCKET, SO_RXQ_OVFL):
                 drops = struct.unpack("@I", value[:4])[0]
-        result = heard(data, sender[0], via, ttl, now)
+        address = sender[0]
+        if len(sender) == 4 and sender[3]:
+            address = _scoped(address, sender[3])
+        result = heard(data, address, via, ttl, now)
         if result is not None and on_reply is not None:
             on_reply(result)
 

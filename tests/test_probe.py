@@ -212,6 +212,7 @@ def test_a_ttl_sweep_measures_hops_and_counts_loss_from_there():
             ((A, "db1"), ("fd00::1", "web")),
         ),
         ("10.0.0.5\n10.0.0.5 again\n", ((A, None),)),
+        ("FE80::0001%eth0 router\n", (("fe80::1%eth0", "router"),)),  # as replies show it
     ],
 )
 def test_roster_files(text: str, entries: tuple[tuple[str, str | None], ...]):
