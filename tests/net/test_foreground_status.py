@@ -221,3 +221,32 @@ def test_a_user_run_lives_in_xdg_runtime_dir(private: PrivateRun):
         assert proc.returncode == 0, stderr
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def wait_for_status(private: PrivateRun, found: bool) -> subprocess.CompletedProcess[str]:
+    """`mcastd status --json` until it finds a daemon (or none), for at most 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        out = private.status("--json")
+        if (out.returncode == 0) == found or time.monotonic() > deadline:
+            return out
+        time.sleep(0.1)
+
+
+def test_a_detached_run_is_found_by_status(private: PrivateRun, tmp_path: Path):
+    config = tmp_path / "background.yaml"
+    config.write_text("groups: [239.0.0.20]\n")
+    started = private.run(
+        mcastd_argv("run", "--detach", "--pidfile", "/run/bg.pid", "--config", str(config))
+    )
+    assert started.returncode == 0, started.stderr
+    pid = int(private.run(["cat", "/run/bg.pid"]).stdout)
+    try:
+        out = wait_for_status(private, found=True)
+        assert out.returncode == 0, out.stderr
+        (document,) = json.loads(out.stdout)["daemons"]
+        assert (document["instance"], document["pid"]) == ("background", pid)
+        assert document["socket"] == "/run/mcastd/background.sock"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    assert wait_for_status(private, found=False).returncode == 3
