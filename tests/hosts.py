@@ -51,6 +51,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from tests.netns import REPO, Daemon, NetNS, mcastd_argv, netns_script, sh, terminate
 
@@ -424,8 +425,8 @@ class Daemons:
             daemon.wait_for("READY=1")
         return daemon
 
-    def status(self, daemon: Daemon) -> dict[tuple[str, int], dict[str, object]]:
-        """The endpoints of `mcastd status --json` for this daemon, by (group, port)."""
+    def document(self, daemon: Daemon) -> dict[str, Any]:
+        """This daemon's document of `mcastd status --json`."""
         out = subprocess.run(
             mcastd_argv("status", "--json", "--socket", str(self.sockets[id(daemon)])),
             capture_output=True,
@@ -435,7 +436,11 @@ class Daemons:
         )
         assert out.returncode == 0, out.stderr
         (document,) = json.loads(out.stdout)["daemons"]
-        return {(e["group"], e["port"]): e for e in document["endpoints"]}
+        return document  # type: ignore[no-any-return]
+
+    def status(self, daemon: Daemon) -> dict[tuple[str, int], dict[str, object]]:
+        """The endpoints of `mcastd status --json` for this daemon, by (group, port)."""
+        return {(e["group"], e["port"]): e for e in self.document(daemon)["endpoints"]}
 
     def close(self) -> None:
         for daemon in self.started:

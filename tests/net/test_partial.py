@@ -7,7 +7,6 @@ no route at all (as on a host or container without IPv6 links), so an IPv6 group
 
 from __future__ import annotations
 
-import json
 import selectors
 import signal
 import socket
@@ -67,19 +66,6 @@ def six_client(host: Host) -> socket.socket:
     return sock
 
 
-def document(bare: Bare, daemon: Daemon) -> dict[str, Any]:
-    out = subprocess.run(
-        mcastd_argv("status", "--json", "--socket", str(bare.daemons.sockets[id(daemon)])),
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    (found,) = json.loads(out.stdout)["daemons"]
-    return found  # type: ignore[no-any-return]
-
-
 def states(found: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
     return {e["group"]: (e["state"], e["error"]) for e in found["endpoints"]}
 
@@ -96,7 +82,7 @@ def test_a_group_that_cannot_be_joined_is_served_once_it_can(bare: Bare):
     daemon = bare.daemons.start(bare.host, "groups: [239.0.0.9, ff05::9]\n", ready=False)
     ready = daemon.wait_for("READY=1")
     assert "STATUS=1 group, 0 heard, 0 answered, 0 dropped; 1 of 2 groups failing" in ready
-    found = states(document(bare, daemon))
+    found = states(bare.daemons.document(daemon))
     assert found["239.0.0.9"] == ("serving", None)
     state, error = found["ff05::9"]
     assert state == "failing"
@@ -114,7 +100,7 @@ def test_a_group_that_cannot_be_joined_is_served_once_it_can(bare: Bare):
     picked_up = time.monotonic() - became_joinable
     print(f"\nff05::9 picked up {picked_up:.2f} s after its route appeared")  # for the notes
     assert "STATUS=2 groups, 1 heard" in daemon.wait_for("STATUS=2 groups")
-    found = states(document(bare, daemon))
+    found = states(bare.daemons.document(daemon))
     assert found == {"239.0.0.9": ("serving", None), "ff05::9": ("serving", None)}
     # Said once when it failed (not at every retry), then joined as any group is.
     (line,) = failing_lines(daemon)
@@ -145,7 +131,7 @@ def test_unless_it_waits_for_an_interface(bare: Bare):
     assert "STATUS=0 groups, 0 heard, 0 answered, 0 dropped; 1 of 1 groups failing" in (
         daemon.wait_for("READY=1")
     )
-    assert states(document(bare, daemon))["ff05::9"][0] == "failing"
+    assert states(bare.daemons.document(daemon))["ff05::9"][0] == "failing"
     add_ipv6_link(bare.host)
     assert answered_within(six_client(bare.host), "ff05::9", 5.0)
 
@@ -157,7 +143,7 @@ def test_a_reload_that_adds_an_unjoinable_group_is_done_with_errors(bare: Bare):
     assert "STATUS=1 group, 0 heard, 0 answered, 0 dropped; 1 of 2 groups failing" in (
         daemon.wait_for("READY=1")
     )
-    found = document(bare, daemon)
+    found = bare.daemons.document(daemon)
     reload = found["last_reload"]
     assert reload["ok"] is True  # in force: the new config is served as far as it can be
     (error,) = reload["errors"]  # named: the group and why
@@ -186,7 +172,7 @@ def test_a_port_in_use_at_reload_is_not_retried_until_the_next_reload(bare: Bare
     daemon.config_path.write_text("groups: [239.0.0.9, 239.0.0.10]\n")
     daemon.signal(signal.SIGHUP)
     assert "; 1 of 2 groups failing" in daemon.wait_for("READY=1")
-    found = document(bare, daemon)
+    found = bare.daemons.document(daemon)
     assert found["last_reload"]["errors"] == [
         "239.0.0.10:59259: address already in use "
         "(another mcastd, or another program, serves this port)"
@@ -198,7 +184,7 @@ def test_a_port_in_use_at_reload_is_not_retried_until_the_next_reload(bare: Bare
     blocker.close()  # freed: the next reload takes it
     daemon.signal(signal.SIGHUP)
     assert "STATUS=2 groups, 0 heard" in daemon.wait_for("READY=1")
-    found = document(bare, daemon)
+    found = bare.daemons.document(daemon)
     assert found["last_reload"] == {**found["last_reload"], "ok": True, "errors": []}
     assert states(found)["239.0.0.10"] == ("serving", None)
 
