@@ -13,7 +13,6 @@ buffer large enough for a thousand replies arriving at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import os
 import secrets
@@ -24,7 +23,6 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import NamedTuple, TextIO
 
 from mcastd import net
@@ -49,6 +47,7 @@ from mcastd.probe import (
     roster_from_list,
 )
 from mcastd.protocol import RECEIVE_BUFFER
+from mcastd.wakeup import Wakeup
 
 # linux/in.h and asm-generic/socket.h: the socket module of Python 3.11 names neither.
 IP_RECVTTL = 12
@@ -70,7 +69,7 @@ OnReply = Callable[[Heard], None]
 
 
 class Interrupt:
-    """Ctrl-C while probing: SIGINT sets `is_set` and wakes the poll through a pipe.
+    """Ctrl-C while probing: SIGINT sets `is_set` and wakes the poll (mcastd.wakeup's pipe).
 
     The loop then stops and the summary so far is printed, as ping does. (A KeyboardInterrupt
     raised in the middle of counting a reply would leave the counts half-updated.)
@@ -78,27 +77,22 @@ class Interrupt:
 
     def __init__(self) -> None:
         self.is_set = False
-        self.read_fd = -1
-        self._write_fd = -1
-        self._old_handler: object = None
-        self._old_wakeup = -1
+        self.wakeup = Wakeup({signal.SIGINT: self._interrupted})
 
-    def __enter__(self) -> Interrupt:
-        self.read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        os.set_blocking(self._write_fd, False)
-        self._old_handler = signal.signal(signal.SIGINT, self._handle)
-        self._old_wakeup = signal.set_wakeup_fd(self._write_fd)
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def _interrupted(self, signum: signal.Signals) -> None:
         self.is_set = True
 
+    @property
+    def fd(self) -> int:
+        """Readable once a signal came."""
+        return self.wakeup.fd
+
+    def __enter__(self) -> Interrupt:
+        self.wakeup.__enter__()
+        return self
+
     def __exit__(self, *exc: object) -> None:
-        signal.set_wakeup_fd(self._old_wakeup)
-        signal.signal(signal.SIGINT, self._old_handler)  # type: ignore[arg-type]
-        os.close(self.read_fd)
-        os.close(self._write_fd)
+        self.wakeup.__exit__(None, None, None)
 
 
 class ProbeSockets(NamedTuple):
@@ -264,7 +258,7 @@ def _probe(
     for fd in readers:
         poller.register(fd, select.POLLIN)
     if interrupt is not None:
-        poller.register(interrupt.read_fd, select.POLLIN)
+        poller.register(interrupt.fd, select.POLLIN)
     start = time.monotonic()
     train = Train(settings, new_probe_id(secrets.token_bytes(ID_BYTES)), start)
     ttl_set: int | None = None
@@ -300,8 +294,7 @@ def _probe(
                 sock, via = readers[fd]
                 drops[fd] = max(drops.get(fd, 0), _drain(sock, via, train, on_reply))
             elif interrupt is not None:
-                with contextlib.suppress(OSError):
-                    os.read(interrupt.read_fd, 512)
+                interrupt.wakeup.drain()
 
 
 # The command -------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_ctrl_c_sets_the_flag_wakes_the_poll_and_is_undone():
         assert not interrupt.is_set
         os.kill(os.getpid(), signal.SIGINT)
         assert interrupt.is_set
-        assert os.read(interrupt.read_fd, 16)  # the byte that wakes poll()
+        assert os.read(interrupt.fd, 16)  # the byte that wakes poll()
     assert signal.getsignal(signal.SIGINT) is before
 
 
