@@ -253,3 +253,14 @@ def test_ttl_0_keeps_group_replies_on_the_host_and_unicast_replies_get_the_defau
     ((data, sender, ttl),) = replies(client)
     assert data.startswith(b"HEAR [ COME HERE SAID")
     assert (sender, ttl) == (lan.d1.v4, 77)  # ttl: 0 bounds group replies only
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_say_ttl_is_the_hop_limit_of_the_request(lan: Lan, family: int):
+    v6 = family == socket.AF_INET6
+    group = "ff05::7a" if v6 else "239.77.0.7"
+    member = lan.stranger.member(group)
+    enable_ttl(member)
+    say_lines(lan.client, group, "--ttl", "4", "far away")  # nobody answers: exit 1
+    data, sender, ttl = receive_with_ttl(member, 2.0)
+    assert (data, sender, ttl) == (b"far away", lan.client.v6 if v6 else lan.client.v4, 4)
