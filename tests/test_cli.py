@@ -89,6 +89,8 @@ def test_bad_arguments_exit_2_with_a_clear_line():
         (("run", "--group", "10.0.0.1"), "'10.0.0.1' is not a multicast address"),
         (("say", "--port", "0", "hi"), "'0' is not a port (1-65535)"),
         (("say", "--ttl", "999", "hi"), "'999' is not a TTL (0-255)"),
+        (("run", "--name", "../etc"), "'../etc' is not a name (letters, digits, _.@:,+- ;"),
+        (("run", "--name", ""), "'' is not a name"),
         (("say", "--wait", "soon", "hi"), "'soon' is not a number of seconds"),
         (("say",), "say: give a MESSAGE, or --stop"),
         (("frobnicate",), "invalid choice: 'frobnicate'"),
