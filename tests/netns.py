@@ -116,7 +116,12 @@ class Daemon:
         args: Sequence[str] = (),
         workdir: Path | None = None,
         env: dict[str, str] | None = None,
+        default_control_socket: bool = False,
     ) -> None:
+        """`default_control_socket`: leave the control socket to mcastd's default for a
+        daemon started by hand (under /run/mcastd as root: only for a private /run, see
+        tests/net/test_foreground_status.py); otherwise it is in the daemon's directory,
+        unless `args` name one."""
         self.netns = netns
         self.dir = Path(tempfile.mkdtemp(prefix="mcastd-test-", dir=workdir))
         self.config_path = self.dir / "mcastd.yaml"
@@ -124,6 +129,8 @@ class Daemon:
         if config is not None:
             self.config_path.write_text(config)
             argv += ["--config", str(self.config_path)]
+        if not default_control_socket and "--control-socket" not in args:
+            argv += ["--control-socket", str(self.dir / "control.sock")]
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.dir / "notify"))
         self.messages: list[str] = []

@@ -91,7 +91,13 @@ def start(
     """`mcastd run --config CONFIG ARGS` by hand: no --control-socket, no systemd."""
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(text)
-    daemon = Daemon(private, None, ["--config", str(config), *args], workdir=config.parent)  # type: ignore[arg-type]
+    daemon = Daemon(
+        private,  # type: ignore[arg-type]
+        None,
+        ["--config", str(config), *args],
+        workdir=config.parent,
+        default_control_socket=True,
+    )
     started.append(daemon)
     daemon.wait_for("READY=1")
     return daemon
