@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mcastd.cli import build_parser
-from mcastd.launch import check_main, read_config, run_main
+from mcastd.launch import check_main, control_place, read_config, run_main
 
 
 def test_check_summarises_each_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -36,3 +36,29 @@ def test_read_config_narrows_to_the_groups_asked_for(tmp_path: Path):
     chosen = read_config(str(config), ["239.0.0.10"], None)
     assert [e.key for e in chosen.endpoints()] == [("239.0.0.10", 59259)]
     assert len(read_config(None, None, None).endpoints()) == 2  # the built-in defaults
+
+
+@pytest.mark.parametrize(
+    ("name", "groups", "expected"),
+    [
+        (None, None, "mcastd"),  # mcastd.service, whatever file it reads
+        (None, ["239.0.0.9"], "mcastd@239.0.0.9"),  # mcastd@239.0.0.9.service
+        ("edge", ["239.0.0.9"], "edge"),
+    ],
+)
+def test_under_systemd_the_socket_is_in_the_runtime_directory(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str | None,
+    groups: list[str] | None,
+    expected: str,
+):
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+    place = control_place(name, None, "/srv/lab.yaml", groups)
+    assert place == (expected, str(tmp_path / "control.sock"))
+
+
+def test_a_named_socket_is_used_as_given(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    assert control_place(None, "/tmp/x.sock", "/srv/lab.yaml", None) == ("lab", "/tmp/x.sock")
+    assert control_place("a", "/tmp/x.sock", None, ["239.0.0.9"]) == ("a", "/tmp/x.sock")
