@@ -108,6 +108,23 @@ def test_a_group_that_cannot_be_joined_is_served_once_it_can(bare: Bare):
     assert "[ff05::9]:59259 joined on the kernel's choice of interface" in daemon.stderr
 
 
+def test_a_missing_interface_is_served_once_it_appears(bare: Bare):
+    config = "groups:\n  - 239.0.0.9\n  - group: 239.0.0.10\n    interface: mc2eth\n"
+    daemon = bare.daemons.start(bare.host, config, ready=False)
+    assert "; 1 of 2 groups failing" in daemon.wait_for("READY=1")
+    found = states(bare.daemons.document(daemon))
+    assert found["239.0.0.10"] == ("failing", "interface mc2eth: does not exist")
+    bare.host.ip("link", "add", "mc2eth", "type", "veth", "peer", "name", "mc2peer")
+    bare.host.ip("addr", "add", "192.0.2.1/24", "dev", "mc2eth")
+    for link in ("mc2eth", "mc2peer"):
+        bare.host.ip("link", "set", link, "up")
+    client = bare.host.socket()
+    client.bind(("192.0.2.1", 0))
+    client.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("192.0.2.1"))
+    assert answered_within(client, "239.0.0.10", 5.0)
+    assert states(bare.daemons.document(daemon))["239.0.0.10"] == ("serving", None)
+
+
 def test_a_port_in_use_is_still_fatal_at_start(bare: Bare):
     blocker = bare.host.socket()
     blocker.bind(("239.0.0.10", PORT))  # another program has this (group, port)
