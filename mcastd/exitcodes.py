@@ -24,7 +24,11 @@ class ExitCode(IntEnum):
     NO_REPLY = 1, "say: no reply within --wait"
     USAGE = 2, "bad command line"
     NOT_RUNNING = 3, "status: no running mcastd found (or none serves the groups asked for)"
-    UNAVAILABLE = 69, "a group could not be bound or joined, or another copy holds the pidfile"
+    UNAVAILABLE = (
+        69,
+        "a group could not be set up (port in use, permission, kernel limit), no group could "
+        "be served, or another copy holds the pidfile",
+    )
     SOFTWARE = 70, "internal error (a bug: please report it)"
     CONFIG = 78, "the configuration file is invalid"
 
