@@ -564,7 +564,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     hot = results.get("hotpath") or {}
     if isinstance(hot.get("mcastd"), float):
         add(
-            "Python work per datagram in Server.serve (stub socket), mcastd vs the floor's loop",
+            "Python work per datagram in Channel.serve_batch (stub socket), mcastd vs the floor",
             f"{hot['mcastd']:.2f} us vs {hot['floor']:.2f} us",
             None,
         )
@@ -669,7 +669,7 @@ def run(repo: Path, workdir: Path, binary: Path, count: int, smoke: bool) -> dic
             rate = int(max(20_000, min(100_000, zero["zero_loss_rate"])))
             log(f"mcastd (shipped config as is) memory over {MEMORY_LARGE:,} datagrams:")
             results["memory"] = bench.memory_growth(rate)
-            log("Python work per datagram in Server.serve (stub socket, no kernel):")
+            log("Python work per datagram in Channel.serve_batch (stub socket, no kernel):")
             texts = {
                 name: configs.variant(repo, workdir, f"hot-{name}", **top).read_text()
                 for name, top in (
