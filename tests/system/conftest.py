@@ -27,6 +27,7 @@ UPGRADE_SUFFIX = "+rebuild1"
 MODULE_ORDER = (
     "test_debian_service.py",
     "test_operator_visibility.py",
+    "test_field.py",
     "test_upgrade_and_purge.py",
 )
 
@@ -85,9 +86,21 @@ def _build(out: Path, *args: str) -> Path:
 
 @pytest.fixture(scope="session")
 def debs(tmp_path_factory: pytest.TempPathFactory) -> Debs:
-    """The package as built from this tree, and the same rebuilt with a higher version."""
+    """The package as built from this tree, and the same rebuilt with a higher version.
+
+    MCASTD_SYSTEM_DEBS names a directory holding both, built elsewhere (by
+    scripts/other-release, on another Debian release).
+    """
     if os.geteuid() != 0:
         pytest.fail("the system tests build a .deb and boot a container: run them as root")
+    prebuilt = os.environ.get("MCASTD_SYSTEM_DEBS")
+    if prebuilt:
+        built = sorted(Path(prebuilt).glob("mcastd_*_all.deb"))
+        upgrades = [deb for deb in built if UPGRADE_SUFFIX in deb.name]
+        firsts = [deb for deb in built if UPGRADE_SUFFIX not in deb.name]
+        if len(firsts) != 1 or len(upgrades) != 1:
+            pytest.fail(f"MCASTD_SYSTEM_DEBS={prebuilt}: want one .deb and one {UPGRADE_SUFFIX}")
+        return Debs(firsts[0], upgrades[0])
     first = _build(tmp_path_factory.mktemp("deb-first"))
     upgrade = _build(tmp_path_factory.mktemp("deb-upgrade"), "--version-suffix", UPGRADE_SUFFIX)
     return Debs(first, upgrade)
@@ -112,7 +125,8 @@ def machine(debs: Debs) -> Iterator[Container]:
     """The booted container with the first .deb installed by apt-get."""
     if shutil.which("systemd-nspawn") is None:
         pytest.fail("systemd-nspawn is missing: apt-get install systemd-container")
-    c = Container()
+    # scripts/other-release boots another Debian release's root instead of /.
+    c = Container(lower=os.environ.get("MCASTD_SYSTEM_ROOT", "/"))
     try:
         c.start()
         _setup_network(c)

@@ -2,7 +2,9 @@
 
 The host's root is the lower layer, so the container has every package this
 host has (python3-yaml, python3-systemd, ...) and `apt-get install ./x.deb`
-works offline. Writes land in an upper directory that is deleted afterwards.
+works offline. Another root can be the lower layer instead (`lower`; the
+tests take it from MCASTD_SYSTEM_ROOT): scripts/other-release boots a Debian
+13 root made with mmdebstrap that way. Writes land in an upper directory that is deleted afterwards.
 The container has a network namespace of its own (`--private-network`), with
 only `lo` and a veth pair made inside it: no datagram of the tests can reach
 the host's interfaces.
@@ -40,8 +42,9 @@ class ContainerError(RuntimeError):
 class Container:
     """Boot with `start()`, drive it with `run()`, always `destroy()`."""
 
-    def __init__(self, name_prefix: str = "mcastd-sys-") -> None:
+    def __init__(self, name_prefix: str = "mcastd-sys-", lower: str = "/") -> None:
         self.name = name_prefix + uuid.uuid4().hex[:8]
+        self.lower = lower
         self.dir = Path(tempfile.mkdtemp(prefix=self.name + "-"))
         self.root = self.dir / "root"
         self.log_path = self.dir / "nspawn.log"
@@ -60,7 +63,7 @@ class Container:
                 "overlay",
                 "overlay",
                 "-o",
-                f"lowerdir=/,upperdir={upper},workdir={work}",
+                f"lowerdir={self.lower},upperdir={upper},workdir={work}",
                 str(self.root),
             ],
             check=True,

@@ -217,6 +217,7 @@ def test_systemctl_stop_is_clean_and_quick(
 def test_kill_9_is_restarted(machine: Container) -> None:
     machine.run(["systemctl", "start", INSTANCE])
     before = show(machine, INSTANCE, "MainPID", "NRestarts")
+    assert before["MainPID"] != "0"  # `kill -9 0` would hit the test's own process group
     machine.run(["kill", "-9", before["MainPID"]])
 
     def restarted() -> bool:
@@ -234,6 +235,7 @@ def test_kill_9_is_restarted(machine: Container) -> None:
 def test_hung_event_loop_is_restarted_by_the_watchdog(machine: Container) -> None:
     before = show(machine, INSTANCE, "MainPID", "NRestarts", "WatchdogUSec")
     assert before["WatchdogUSec"] != "0"
+    assert before["MainPID"] != "0"  # `kill -STOP 0` would stop the test's own process group
     # A stopped process sends no WATCHDOG=1: systemd must notice and restart it.
     machine.run(["kill", "-STOP", before["MainPID"]])
 
