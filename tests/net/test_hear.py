@@ -334,7 +334,9 @@ def test_detach_writes_pidfile_refuses_second_copy_and_stops_on_sigterm(
     )
     assert first.returncode == 0, first.stderr
     deadline = time.monotonic() + 5
-    while not pidfile.exists() and time.monotonic() < deadline:
+    # The pidfile is created, then written: wait for its contents, not only for it.
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "no pid in the pidfile within 5 s"
         time.sleep(0.05)
     pid = int(pidfile.read_text())
     try:
