@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from collections.abc import Callable, Sequence
 
 from mcastd import __version__, client, launch, prober, status
@@ -256,6 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return ExitCode.OK  # Ctrl-C outside the server loop (e.g. during `say`)
+    except BrokenPipeError:
+        # The reader went away (`mcastd status --json | head`): nothing more to say. What
+        # is still buffered would fail again at exit, so stdout now goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
     except Exception as e:
         logging.getLogger(DAEMON_LOGGER).debug("internal error", exc_info=True)
         return fail(f"internal error: {type(e).__name__}: {e}", ExitCode.SOFTWARE)

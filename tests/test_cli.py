@@ -99,3 +99,21 @@ def test_bad_arguments_exit_2_with_a_clear_line():
         assert out.returncode == 2, args
         assert message in out.stderr.splitlines()[-1]
         assert "Traceback" not in out.stderr
+
+
+def test_a_reader_that_goes_away_is_no_internal_error(tmp_path: Path):
+    config = tmp_path / "many.yaml"
+    groups = ", ".join(f"239.1.{i // 250}.{i % 250 + 1}" for i in range(2000))
+    config.write_text(f"groups: [{groups}]\n")  # ~160 KB of `check` output: more than a pipe
+    with subprocess.Popen(
+        [sys.executable, "-m", "mcastd", "check", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()  # as `| head -1` does
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=30) == 0
+    assert stderr == ""
