@@ -132,16 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = command("check", "validate the configuration and summarise it")
     config_options(check, "check only what `run --group GROUP` would serve")
 
+    def destination_options(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument(
+            "--group",
+            type=group_argument,
+            default=DEFAULT_GROUPS[0],
+            help=f"group to {what} (default: {DEFAULT_GROUPS[0]})",
+        )
+        sub.add_argument(
+            "--port",
+            type=port_argument,
+            default=DEFAULT_PORT,
+            help=f"port (default: {DEFAULT_PORT})",
+        )
+
     say_cmd = command("say", "send a message to a group and print the replies")
-    say_cmd.add_argument(
-        "--group",
-        type=group_argument,
-        default=DEFAULT_GROUPS[0],
-        help=f"group to send to (default: {DEFAULT_GROUPS[0]})",
-    )
-    say_cmd.add_argument(
-        "--port", type=port_argument, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
-    )
+    destination_options(say_cmd, "send to")
     say_cmd.add_argument("--ttl", type=ttl_argument, default=1, help="TTL / hop limit (default: 1)")
     say_cmd.add_argument("--interface", metavar="IF", help="interface name or local address")
     say_cmd.add_argument(
@@ -171,15 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     say_cmd.add_argument("message", nargs="*", metavar="MESSAGE", help="the words to send")
 
     probe = command("probe", "ask which hosts hear a group: loss, RTT, hops (docs/probe.md)")
-    probe.add_argument(
-        "--group",
-        type=group_argument,
-        default=DEFAULT_GROUPS[0],
-        help=f"group to probe (default: {DEFAULT_GROUPS[0]})",
-    )
-    probe.add_argument(
-        "--port", type=port_argument, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
-    )
+    destination_options(probe, "probe")
     probe.add_argument(
         "-c", "--count", type=int, metavar="N", help="probes (default 5; 3 per TTL with --hops)"
     )
