@@ -10,11 +10,15 @@ import os
 import selectors
 import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mcastd.config import Config, Endpoint, parse
 from mcastd.errors import SocketSetupError
+from mcastd.launch import read_config
 from mcastd.messages import MessageId
 from mcastd.net import GroupSocket, open_group_socket
 from mcastd.notify import Notifier
@@ -220,3 +224,55 @@ def test_an_interface_is_followed_gone_and_back(netns: NetNS, journal: Records):
     assert joined[1].startswith(f"239.0.0.9:{PORT}: interface mc2eth is up (index ")
     assert joined[1].endswith("): re-joined")
     assert len(joined) == 2
+
+
+yaml_texts = st.one_of(
+    st.text(max_size=80),
+    st.builds(
+        "{}groups: [{}]\n".format,
+        st.sampled_from(["", "ttl: 2\n", "interface: nope0\n", "reply: group\n", "port: 0\n"]),
+        st.lists(
+            st.sampled_from(["239.0.0.9", "239.0.0.12", "232.1.1.1", "ff05::9", "10.0.0.1"]),
+            max_size=3,
+        ).map(", ".join),
+    ),
+)
+group_args = st.lists(
+    st.sampled_from(["239.0.0.9", "232.1.1.1", "ff3e::1", "239.0.0.13"]), max_size=2
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(texts=st.lists(st.tuples(yaml_texts, group_args), min_size=1, max_size=4))
+def test_any_reload_keeps_the_daemon_running(
+    netns: NetNS, tmp_path: Path, texts: list[tuple[str, list[str]]]
+):
+    """Any file and any --group on SIGHUP: a reload that went through or failed, never a crash.
+
+    (Issue 9: an SSM --group the file does not list raised a bare ValueError on reload.)
+    """
+    path = tmp_path / "mcastd.yaml"
+    path.write_text("groups: [239.0.0.9]\n")
+    groups: list[str] = []
+    server = Server(
+        read_config(str(path), groups, None),
+        Notifier(Notes().send),
+        reload_config=lambda: read_config(str(path), groups, None),
+    )
+    selector = selectors.DefaultSelector()
+    try:
+        with netns.entered():
+            server.open()
+            for channel in server.channels.values():  # as `run` does
+                selector.register(channel.group_socket.sock, selectors.EVENT_READ, channel)
+            for text, wanted in texts:
+                path.write_text(text)
+                groups[:] = wanted
+                server.reload(selector)
+                assert server.last_reload is not None
+                assert server.stop_reason is None
+    finally:
+        server.close()
+        selector.close()
