@@ -263,7 +263,7 @@ class Rules:
             return (Drop(DropReason.NOT_ALLOWED),)
         actions = decide(payload, source, self.group, self.port, self.reply, now)
         heard = actions[0]
-        if heard.__class__ is not Heard:
+        if type(heard) is not Heard:
             return actions  # dropped before it was read as text
         text: str = heard.text
         if self.judges_stop and self._stop_requested(text):
@@ -271,7 +271,7 @@ class Rules:
         if (
             self.limited
             and len(actions) > 1
-            and actions[1].__class__ is Reply
+            and type(actions[1]) is Reply
             and not self._may_reply(address, now)
         ):
             actions = (heard, Drop(DropReason.RATE_LIMITED), *actions[2:])
@@ -295,7 +295,7 @@ class Rules:
         else:
             reason = self.guard.check(text, self.group, self.port, wall)
         heard = actions[0]
-        answer = actions[1] if len(actions) > 1 and actions[1].__class__ is not Stop else None
+        answer = actions[1] if len(actions) > 1 and type(actions[1]) is not Stop else None
         if reason is None:
             return (heard, answer, Stop(source)) if answer is not None else (heard, Stop(source))
         refused = Refused(reason, self._log_refusal(source[0], wall))

@@ -80,11 +80,15 @@ def _duration(seconds: float) -> str:
 
 
 def _size(count: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count}{unit}" if unit == "B" else f"{count:.1f}{unit}"
-        count /= 1024  # type: ignore[assignment]
-    return str(count)
+    """`512B`, `2.9KiB`, `2.0MiB`: a byte count as people read it."""
+    if count < 1024:
+        return f"{count}B"
+    size = count / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}GiB"
 
 
 def _when(moment: float | None, now: float) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mcastd.snapshot import SCHEMA
-from mcastd.status import Document, only_groups, render_json, render_text
+from mcastd.status import Document, _size, only_groups, render_json, render_text
 
 NOW = 1_800_000_000.0
 
@@ -101,3 +103,12 @@ def test_render_json_names_the_schema_once():
     document = json.loads(render_json([daemon()]))
     assert document["schema"] == SCHEMA
     assert document["daemons"][0]["pid"] == 42
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [(0, "0B"), (1023, "1023B"), (1024, "1.0KiB"), (3000, "2.9KiB"), (2 << 20, "2.0MiB"),
+     (5 << 30, "5.0GiB"), (3000 << 30, "3000.0GiB")],
+)  # fmt: skip
+def test_sizes(count: int, shown: str):
+    assert _size(count) == shown
