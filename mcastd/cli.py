@@ -12,10 +12,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from mcastd import __version__, client, launch, prober, status
+from mcastd import __version__, client, exporter, launch, prober, status
 from mcastd.config import DEFAULT_GROUPS, DEFAULT_PORT, canonical_group
 from mcastd.control import RUNTIME_ROOT
 from mcastd.exitcodes import ExitCode, epilog, fail
+from mcastd.exporterconfig import DEFAULT_PATH as EXPORTER_CONFIG
+from mcastd.exporterconfig import is_listen
 from mcastd.instance import MAX_NAME, valid_name
 from mcastd.journal import DAEMON_LOGGER
 
@@ -34,6 +36,12 @@ def name_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a name (letters, digits, _.@:,+- ; at most {MAX_NAME})"
         )
+    return text
+
+
+def listen_argument(text: str) -> str:
+    if not is_listen(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not ADDRESS:PORT ([ADDRESS]:PORT for IPv6)")
     return text
 
 
@@ -227,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "show what each running mcastd hears, per (group, port)")
     status.add_argument("--json", action="store_true", help="machine-readable (docs/status.md)")
     status.add_argument(
+        "--format",
+        choices=("text", "json", "prometheus"),
+        default="text",
+        help="text (default), json (as --json), or prometheus: the text format node_exporter's "
+        "textfile collector reads (docs/monitoring.md)",
+    )
+    status.add_argument(
+        "--output", metavar="FILE", help="with --format prometheus: replace FILE atomically"
+    )
+    status.add_argument(
         "--socket",
         action="append",
         default=[],
@@ -236,6 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--runtime-dir", action="append", default=[], help=argparse.SUPPRESS)
     status.add_argument("groups", nargs="*", type=group_argument, metavar="GROUP")
+
+    exporter_cmd = command(
+        "exporter", "serve Prometheus metrics of every mcastd here, and probe modules"
+    )
+    exporter_cmd.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"exporter configuration (default: {EXPORTER_CONFIG} if it exists)",
+    )
+    exporter_cmd.add_argument(
+        "--listen",
+        action="append",
+        type=listen_argument,
+        metavar="ADDRESS:PORT",
+        help="listen here (repeatable) unless socket-activated (default: the file's listen:)",
+    )
+    exporter_cmd.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", metavar="LEVEL", help="as for run"
+    )
     return parser
 
 
@@ -247,6 +284,7 @@ COMMANDS: dict[str, Command] = {
     "say": client.main,
     "status": status.main,
     "probe": prober.main,
+    "exporter": exporter.main,
 }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mcastd import textfile
 from mcastd.config import format_address
 from mcastd.control import find_sockets, query
 from mcastd.exitcodes import ExitCode, fail
@@ -165,7 +166,9 @@ def main(args: argparse.Namespace) -> int:
     for problem in problems:
         fail(problem, ExitCode.NOT_RUNNING)
     shown = only_groups(documents, args.groups)
-    if args.json:
+    if args.format == "prometheus":
+        textfile.output(shown, args.output)
+    elif args.json or args.format == "json":
         print(render_json(shown))
     elif shown:
         print(render_text(shown))

@@ -28,6 +28,7 @@ MODULE_ORDER = (
     "test_debian_service.py",
     "test_operator_visibility.py",
     "test_field.py",
+    "test_exporter.py",
     "test_upgrade_and_purge.py",
 )
 
