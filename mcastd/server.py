@@ -17,9 +17,9 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import NamedTuple
 
 from mcastd import __version__, net
+from mcastd.backlog import Backlog
 from mcastd.channel import Channel
 from mcastd.config import Config, Endpoint
 from mcastd.control import ControlServer
@@ -30,7 +30,7 @@ from mcastd.messages import MessageId, event
 from mcastd.notify import Notifier
 from mcastd.protocol import TokenBucket
 from mcastd.reload import Close, Key, Open, Rejoin, Retune, Served, Step, Wait, plan, stop_key
-from mcastd.retry import RETRY_SECONDS, Verdict, due, verdict
+from mcastd.retry import Verdict, verdict
 from mcastd.snapshot import (
     Counters,
     Document,
@@ -48,16 +48,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 ConfigLoader = Callable[[], Config]
 Opener = Callable[[Endpoint], net.GroupSocket]
-
-
-class Pending(NamedTuple):
-    """An endpoint of the config that is not served (yet), and why."""
-
-    endpoint: Endpoint
-    state: EndpointState
-    error: str | None = None
-    errno: int = 0  # of the last failure: decides whether it is tried again (retry.verdict)
-    tried: float = 0.0  # monotonic time of the last attempt
 
 
 class Server:
@@ -86,7 +76,7 @@ class Server:
         self.opener = opener
         self.log = logging.getLogger(DAEMON_LOGGER)
         self.channels: dict[Key, Channel] = {}
-        self.pending: dict[Key, Pending] = {}
+        self.backlog = Backlog(self.log)
         self.control: ControlServer | None = None
         self.stop_reason: str | None = None
         self.reload_requested = False
@@ -110,7 +100,7 @@ class Server:
         endpoints = []
         for endpoint in self.config.endpoints():
             if must_wait(endpoint):
-                self.wait_for(endpoint)
+                self.backlog.wait(endpoint)
             else:
                 endpoints.append(endpoint)
         net.check_descriptors(len(endpoints))
@@ -136,7 +126,7 @@ class Server:
                 self.add_channel(endpoint, opened[endpoint.key])
         now = self.clock()
         for endpoint, error in failed:
-            self.fail_later(endpoint, error, now)
+            self.backlog.fail(endpoint, error, now)
         if self.control_path is not None:
             try:
                 self.control = ControlServer(self.control_path, self.snapshot)
@@ -167,62 +157,6 @@ class Server:
             selector.register(group_socket.sock, selectors.EVENT_READ, channel)
         channel.log_joined()
         return channel
-
-    def wait_for(self, endpoint: Endpoint) -> None:
-        known = endpoint.key in self.pending
-        self.pending[endpoint.key] = Pending(endpoint, EndpointState.WAITING)
-        if known:
-            return  # said already
-        self.log.warning(
-            "%s: interface %s is not there: joining when it appears",
-            endpoint,
-            endpoint.interface,
-            extra={"MCAST_GROUP": endpoint.group, "MCAST_PORT": endpoint.port},
-        )
-
-    def fail_later(self, endpoint: Endpoint, error: SocketSetupError, now: float) -> None:
-        """Show `endpoint` as failing with `error`, said once per reason; tried again when
-        `retry.due` if the error can clear by itself."""
-        # The status entry is the endpoint's own: its error need not name it again.
-        reason = str(error).removeprefix(f"{endpoint}: ")
-        before = self.pending.get(endpoint.key)
-        self.pending[endpoint.key] = Pending(
-            endpoint, EndpointState.FAILING, reason, error.errno, now
-        )
-        if before is not None and before.error == reason:
-            return
-        if verdict(error.errno) is Verdict.RETRY:
-            then = f"trying again every {RETRY_SECONDS:g} s"
-        else:
-            then = "not tried again until a reload or restart"
-        self.log.warning(
-            "%s not served, %s: %s",
-            endpoint,
-            then,
-            reason,
-            extra={
-                **event(MessageId.GROUP_FAILING),
-                "MCAST_GROUP": endpoint.group,
-                "MCAST_PORT": endpoint.port,
-            },
-        )
-
-    def retry_failing(self, selector: selectors.BaseSelector, now: float) -> None:
-        """Try again the failing endpoints whose error can clear by itself, when due."""
-        for key, pending in list(self.pending.items()):
-            if (
-                pending.state is not EndpointState.FAILING
-                or verdict(pending.errno) is Verdict.FATAL
-                or not due(now, pending.tried)
-            ):
-                continue
-            try:
-                group_socket = self.opener(pending.endpoint)
-            except SocketSetupError as e:
-                self.fail_later(pending.endpoint, e, now)
-                continue
-            del self.pending[key]
-            self.add_channel(pending.endpoint, group_socket, selector)
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -315,23 +249,23 @@ class Server:
                 next_tick = now + TICK_SECONDS
 
     def tick(self, selector: selectors.BaseSelector, now: float) -> None:
-        """Once a second: summarise suppressed lines, refresh STATUS=, cut off slow clients."""
+        """Once a second: summarise suppressed lines, serve what can be served now, follow
+        the interfaces, refresh STATUS=, cut off slow clients."""
         wall = self.wall_clock()
         for channel in self.channels.values():
             channel.prune(now, wall)
-        self.retry_failing(selector, now)
+        self.recover(selector, now)
         status = self.status_line()
         if status != self.last_status:
             self.last_status = status
             self.notifier.status(status)
         if self.control is not None:
             self.control.expire(selector, now)
-        self.follow_links(selector)
 
     # -- interfaces -------------------------------------------------------------------------
 
-    def follow_links(self, selector: selectors.BaseSelector) -> None:
-        """Join late interfaces, re-join after down/up or re-creation.
+    def recover(self, selector: selectors.BaseSelector, now: float) -> None:
+        """Serve what can be served now (`backlog.due`); re-join after down/up or re-creation.
 
         A poll once a second (no netlink socket needed, so the sandbox stays AF_INET/AF_INET6/
         AF_UNIX only): an interface change is acted on within about a second.
@@ -343,19 +277,14 @@ class Server:
                 seen[endpoint.interface] = link_state(endpoint)
             return seen[endpoint.interface]
 
-        for key, pending in list(self.pending.items()):
-            endpoint = pending.endpoint
-            if pending.state is not EndpointState.WAITING or state(endpoint).ifindex == 0:
-                continue  # failing ones are tried by `retry_failing`
+        for pending in self.backlog.due(now, state):
             try:
-                group_socket = self.opener(endpoint)
+                group_socket = self.opener(pending.endpoint)
             except SocketSetupError as e:
-                if pending.error != str(e):  # say it once, keep trying
-                    self.pending[key] = pending._replace(error=str(e))
-                    self.log.error("%s", e, extra=event(MessageId.SETUP_FAILED))
+                self.backlog.failed_again(pending, e, now)
                 continue
-            del self.pending[key]
-            self.add_channel(endpoint, group_socket, selector)
+            self.backlog.take(pending.endpoint.key)
+            self.add_channel(pending.endpoint, group_socket, selector)
         for channel in list(self.channels.values()):
             if channel.link is not None:  # an interface is configured
                 self.follow_link(channel, state(channel.endpoint), selector)
@@ -405,16 +334,16 @@ class Server:
         except SocketSetupError:
             # No socket now: serve it again like a group waiting for its interface.
             del self.channels[endpoint.key]
-            self.pending[endpoint.key] = Pending(endpoint, EndpointState.WAITING)
+            self.backlog.wait(endpoint)
             raise
         selector.register(channel.group_socket.sock, selectors.EVENT_READ, channel)
 
     # -- status -----------------------------------------------------------------------------
 
     def status_line(self) -> str:
-        failing = sum(p.state is EndpointState.FAILING for p in self.pending.values())
+        failing = len(self.backlog.in_state(EndpointState.FAILING))
         counters = (c.counters for c in self.channels.values())
-        return status_line(counters, failing=failing, not_served=len(self.pending))
+        return status_line(counters, failing=failing, not_served=len(self.backlog))
 
     def snapshot(self) -> Document:
         """Everything `mcastd status` shows, as JSON-ready data (mcastd.snapshot)."""
@@ -429,7 +358,7 @@ class Server:
         ]
         endpoints += [
             endpoint_document(p.endpoint, Counters(), wall_time, p.state, p.error)
-            for p in self.pending.values()
+            for p in self.backlog
         ]
         return daemon_document(
             instance=self.instance,
@@ -439,7 +368,7 @@ class Server:
             started=wall_time(self.started),
             uptime=now - self.started,
             status=self.status_line(),
-            waiting=[p.endpoint for p in self.pending.values() if p.state is EndpointState.WAITING],
+            waiting=self.backlog.in_state(EndpointState.WAITING),
             last_reload=self.last_reload,
             endpoints=endpoints,
         )
@@ -472,11 +401,9 @@ class Server:
             for e in new.endpoints()
             if e.interface is not None and e.settings.wait_for_interface and must_wait(e)
         }
-        # A reload tries every failing group again (`plan` opens it as new), even one whose
-        # error does not clear by itself: the operator may have fixed it.
-        for key in [k for k, p in self.pending.items() if p.state is EndpointState.FAILING]:
-            del self.pending[key]
-        steps = plan(current, {k: p.endpoint for k, p in self.pending.items()}, new, absent)
+        # A reload tries every failing group again (`plan` opens it as new).
+        self.backlog.forget_failing()
+        steps = plan(current, self.backlog.endpoints(), new, absent)
         if new.reply_rate_total != self.config.reply_rate_total:
             self.total = self._total_bucket(new)
         self.config = new
@@ -487,7 +414,7 @@ class Server:
             except SocketSetupError as e:
                 errors.append(str(e))
                 if type(step) is Open:
-                    self.fail_later(step.endpoint, e, self.clock())  # said there, once
+                    self.backlog.fail(step.endpoint, e, self.clock())  # said there, once
                 else:
                     self.log.error("reload: %s", e, extra=event(MessageId.RELOAD_FAILED))
         # In force, even if some groups could not be joined: `errors` names them.
@@ -502,15 +429,15 @@ class Server:
         if type(step) is Close:
             channel = self.channels.pop(step.key, None)
             if channel is None:
-                del self.pending[step.key]
+                self.backlog.take(step.key)
                 return
             selector.unregister(channel.group_socket.sock)
             channel.close()
         elif type(step) is Open:
-            self.pending.pop(step.endpoint.key, None)
+            self.backlog.take(step.endpoint.key)
             self.add_channel(step.endpoint, self.opener(step.endpoint), selector)
         elif type(step) is Wait:
-            self.wait_for(step.endpoint)
+            self.backlog.wait(step.endpoint)
         elif type(step) is Rejoin:
             channel = self.channels[step.endpoint.key]
             self.rejoin(channel, step.endpoint, selector)

@@ -191,27 +191,27 @@ def test_an_interface_is_followed_gone_and_back(netns: NetNS, journal: Records):
     try:
         with netns.entered():
             server.open()
-            assert list(server.pending) == [("239.0.0.9", PORT)]
-            server.follow_links(selector)  # still absent: nothing happens
+            assert list(server.backlog.endpoints()) == [("239.0.0.9", PORT)]
+            server.recover(selector, 0.0)  # still absent: nothing happens
             assert server.channels == {}
         netns.ip("link", "add", "mc2eth", "type", "veth", "peer", "name", "mc2peer")
         netns.ip("addr", "add", "192.0.2.1/24", "dev", "mc2eth")
         for link in ("mc2eth", "mc2peer"):
             netns.ip("link", "set", link, "up")
         with netns.entered():
-            server.follow_links(selector)
+            server.recover(selector, 0.0)
         assert list(server.channels) == [("239.0.0.9", PORT)]
-        assert server.pending == {}
+        assert len(server.backlog) == 0
         netns.ip("link", "set", "mc2eth", "down")
         with netns.entered():
-            server.follow_links(selector)
-            server.follow_links(selector)  # no change since: nothing more is said
+            server.recover(selector, 0.0)
+            server.recover(selector, 0.0)  # no change since: nothing more is said
         netns.ip("link", "set", "mc2eth", "up")
         with netns.entered():
-            server.follow_links(selector)
+            server.recover(selector, 0.0)
         netns.ip("link", "del", "mc2eth")
         with netns.entered():
-            server.follow_links(selector)
+            server.recover(selector, 0.0)
     finally:
         server.close()
         selector.close()

@@ -226,15 +226,15 @@ def test_retries_are_due_every_few_seconds_and_said_once(bare: Bare):
             assert sorted(tries) == ["239.0.0.9", "ff05::9"]
             for step in (0.5, 1.0, RETRY_SECONDS, RETRY_SECONDS + 0.5, 2 * RETRY_SECONDS):
                 moment[0] = 1000.0 + step
-                server.retry_failing(selector, moment[0])
+                server.recover(selector, moment[0])
             # due at +RETRY_SECONDS and (counted from there) at +2 * RETRY_SECONDS only
             assert tries.count("ff05::9") == 3
             assert list(server.channels) == [("239.0.0.9", PORT)]
             add_ipv6_link(bare.host)
             moment[0] += RETRY_SECONDS
-            server.retry_failing(selector, moment[0])
+            server.recover(selector, moment[0])
             assert sorted(server.channels) == [("239.0.0.9", PORT), ("ff05::9", PORT)]
-            assert server.pending == {}
+            assert len(server.backlog) == 0
             assert server.status_line() == "2 groups, 0 heard, 0 answered, 0 dropped"
     finally:
         server.close()
