@@ -291,14 +291,10 @@ def test_prometheus_sees_the_counters_and_the_probe(site: Site) -> None:
         assert single(query('probe_responder_up{responder="10.77.0.2"}')) == 1
 
 
-def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
+def promtool(*argv: str, text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Debian's promtool with `argv`, `text` on its standard input."""
     return subprocess.run(
-        ["promtool", "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+        ["promtool", *argv], input=text, capture_output=True, text=True, timeout=30, check=False
     )
 
 
@@ -306,7 +302,7 @@ def test_metrics_pass_promtool(site: Site) -> None:
     code, text = fetch(site.monitor, f"http://{EXPORTER}/metrics")
     assert code == 200
     assert "mcastd_requests_received_total" in text
-    checked = promtool_check_metrics(text)
+    checked = promtool("check", "metrics", text=text)
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
 
 
@@ -324,7 +320,7 @@ def test_textfile_passes_promtool(site: Site) -> None:
     text = output.read_text()
     assert "mcastd_serving{" in text
     assert " info\n" not in text
-    checked = promtool_check_metrics(text)
+    checked = promtool("check", "metrics", text=text)
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
 
 
@@ -399,23 +395,11 @@ tests:
 
 
 def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
-    checked = subprocess.run(
-        ["promtool", "check", "rules", str(ALERTS)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    checked = promtool("check", "rules", str(ALERTS))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 5 rules found" in checked.stdout
     tests = tmp_path / "alerts-test.yml"
     tests.write_text(ALERT_TESTS.format(rules=json.dumps(str(ALERTS))))
-    tested = subprocess.run(
-        ["promtool", "test", "rules", str(tests)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    tested = promtool("test", "rules", str(tests))
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
