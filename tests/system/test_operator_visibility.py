@@ -219,7 +219,8 @@ def test_journalctl_x_shows_the_catalog(instance: Container) -> None:
 
     out = instance.run(["journalctl", "-b", "-x", "--no-pager", "-u", INSTANCE]).stdout
     lines = out.splitlines()
-    accepted = [i for i, line in enumerate(lines) if line.endswith(" accepted")]
+    # The STOP line itself, not the per-datagram line ("... answered, STOP accepted").
+    accepted = [i for i, line in enumerate(lines) if re.search(r": STOP from \S+ accepted$", line)]
     assert accepted, out[-2000:]
     help_text = "\n".join(lines[accepted[-1] + 1 : accepted[-1] + 9])
     assert "░░ Subject: mcastd accepted a STOP datagram" in help_text
