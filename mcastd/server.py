@@ -256,9 +256,9 @@ class Server:
             channel.prune(now, wall)
         self.recover(selector, now)
         status = self.status_line()
-        if status != self.last_status:
+        # A STATUS= dropped on a full notify queue is sent again on the next tick.
+        if status != self.last_status and self.notifier.status(status):
             self.last_status = status
-            self.notifier.status(status)
         if self.control is not None:
             self.control.expire(selector, now)
 

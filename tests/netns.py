@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -134,6 +135,12 @@ class Daemon:
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.dir / "notify"))
         self.messages: list[str] = []
+        # Read in the background, as systemd does: mcastd sends STATUS= every second, and a
+        # queue nobody reads (10 datagrams) would have it drop them.
+        self.arrived = threading.Condition()
+        self.closed = threading.Event()
+        self.reader = threading.Thread(target=self._read_notify, daemon=True)
+        self.reader.start()
         self.stderr_path = self.dir / "stderr"
         environment = dict(os.environ if env is None else env)
         environment["NOTIFY_SOCKET"] = str(self.dir / "notify")
@@ -151,34 +158,43 @@ class Daemon:
     def wait_for(self, prefix: str, timeout: float = 10.0) -> str:
         """The next sd_notify message containing a line starting with `prefix`."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.drain()
+        with self.arrived:
+            while True:
+                exited = self.proc.poll() is not None
+                if exited:
+                    self.drain()
                 for message in self.messages:
                     if any(line.startswith(prefix) for line in message.splitlines()):
                         self.messages.remove(message)
                         return message
-                raise AssertionError(
-                    f"mcastd exited with {self.proc.returncode} before {prefix!r}:\n{self.stderr}"
-                )
-            ready, _, _ = select.select([self.notify], [], [], 0.05)
+                if exited:
+                    raise AssertionError(
+                        f"mcastd exited with {self.proc.returncode} before {prefix!r}:\n"
+                        f"{self.stderr}"
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"no {prefix!r} from mcastd within {timeout} s:\n{self.stderr}"
+                    )
+                self.arrived.wait(min(left, 0.05))
+
+    def _read_notify(self) -> None:
+        while not self.closed.is_set():
+            ready, _, _ = select.select([self.notify], [], [], 0.1)
             if ready:
-                self.messages.append(self.notify.recv(4096).decode())
-            for message in self.messages:
-                if any(line.startswith(prefix) for line in message.splitlines()):
-                    self.messages.remove(message)
-                    return message
-        raise AssertionError(f"no {prefix!r} from mcastd within {timeout} s:\n{self.stderr}")
+                self.drain()
 
     def drain(self) -> None:
-        self.notify.setblocking(False)
-        try:
+        """Take every message queued on the notify socket now (the reader does it too)."""
+        with self.arrived:
             while True:
-                self.messages.append(self.notify.recv(4096).decode())
-        except BlockingIOError:
-            pass
-        finally:
-            self.notify.setblocking(True)
+                try:
+                    data = self.notify.recv(4096, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                self.messages.append(data.decode())
+            self.arrived.notify_all()
 
     @property
     def stderr(self) -> str:
@@ -192,6 +208,8 @@ class Daemon:
 
     def close(self) -> None:
         self.stop()
+        self.closed.set()
+        self.reader.join()
         self.notify.close()
         for path in self.dir.iterdir():
             path.unlink()

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mcastd.notify import Notifier, socket_notify, systemd_sender, watchdog_interval
+from mcastd.notify import (
+    STATE_WAIT_SECONDS,
+    Notifier,
+    socket_notify,
+    systemd_sender,
+    watchdog_interval,
+)
+
+# Far more than the kernel queues on one AF_UNIX datagram socket (net.unix.max_dgram_qlen,
+# 10 by default): the loop that fills the queue ends long before.
+QUEUE_BOUND = 10_000
 
 
 @pytest.fixture
@@ -82,3 +94,57 @@ def test_own_sender_without_a_usable_notify_socket_sends_nothing(
     else:
         monkeypatch.setenv("NOTIFY_SOCKET", value)
     assert socket_notify("READY=1") is False
+
+
+def fill(notifier: Notifier) -> int:
+    """Send STATUS= until the unread queue is full; how many went in."""
+    for sent in range(QUEUE_BOUND):
+        if not notifier.status(f"{sent} datagrams"):
+            return sent
+    raise AssertionError(f"{QUEUE_BOUND} messages queued on a socket nobody reads")
+
+
+def test_a_notify_socket_nobody_reads_never_blocks_the_daemon(notify_socket: socket.socket):
+    # Before: the 11th message blocked in unix_wait_for_peer for ever (pytest-timeout).
+    notifier = Notifier()
+    queued = fill(notifier)
+    assert queued > 0
+    assert notifier.status("still serving") is False  # dropped, not waited for
+    assert notifier.watchdog() is False
+    # State changes wait a bounded time for room, then are given up, never raised.
+    assert notifier.ready("1 group") is False
+    assert notifier.stopping("stopping: SIGTERM") is False
+    received = [notify_socket.recv(4096) for _ in range(queued)]
+    assert received == [f"STATUS={n} datagrams".encode() for n in range(queued)]
+
+
+def test_a_state_change_gets_through_once_the_reader_catches_up(notify_socket: socket.socket):
+    notifier = Notifier()
+    queued = fill(notifier)
+    assert notifier.status("dropped") is False
+
+    def read_one_later() -> None:
+        time.sleep(STATE_WAIT_SECONDS / 10)
+        notify_socket.recv(4096)
+
+    reader = threading.Thread(target=read_one_later)
+    reader.start()
+    try:
+        assert notifier.ready("1 group") is True  # waited for the room the reader made
+    finally:
+        reader.join()
+    received = [notify_socket.recv(4096) for _ in range(queued)]
+    assert received[-1] == b"READY=1\nSTATUS=1 group"
+
+
+def test_socket_notify_waits_at_most_as_told(notify_socket: socket.socket):
+    fill(Notifier())
+    assert socket_notify("STATUS=x") is False
+    assert socket_notify("READY=1", wait=0.01) is False
+
+
+def test_a_notify_socket_that_is_gone_is_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody"))
+    with pytest.raises(FileNotFoundError):
+        socket_notify("READY=1")
+    assert Notifier().ready("1 group") is False
