@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import selectors
 import socket
@@ -26,6 +27,8 @@ CLIENT_SECONDS = 5.0
 SOCKET_MODE = 0o660
 MAX_CLIENTS = 16
 MAX_DISCARD = 1 << 16
+# Distinct failures of `status` remembered so that each is logged once, not per request.
+MAX_FAILURES_LOGGED = 32
 SOCKET_NAME = "control.sock"
 RUNTIME_ROOT = "/run/mcastd"
 
@@ -73,7 +76,7 @@ class Connection:
             return
         self.inbox += data
         if b"\n" in self.inbox:
-            self._reply(selector, answer(self.inbox.split(b"\n", 1)[0], self.server.snapshot))
+            self._reply(selector, self.server.answer(self.inbox.split(b"\n", 1)[0]))
         elif len(self.inbox) > MAX_REQUEST:
             self._reply(selector, error_reply(f"request longer than {MAX_REQUEST} bytes"))
 
@@ -106,11 +109,28 @@ class Connection:
 class ControlServer:
     """The listening control socket at `path`; register it with the loop's selector."""
 
-    def __init__(self, path: str, snapshot: Snapshot) -> None:
+    def __init__(self, path: str, snapshot: Snapshot, log: logging.Logger | None = None) -> None:
         self.path = path
         self.snapshot = snapshot
+        self.log = log if log is not None else logging.getLogger("mcastd")
+        self.failures: set[str] = set()
         self.clients: set[Connection] = set()
         self.sock = self._bind()
+
+    def answer(self, request: bytes) -> bytes:
+        """`answer`, with a failure of the snapshot contained: a bug in showing the status
+        must cost that client its answer, not the daemon its groups."""
+        try:
+            return answer(request, self.snapshot)
+        except Exception as e:  # any bug: the loop must go on
+            failure = f"{type(e).__name__}: {e}"
+            if failure not in self.failures and len(self.failures) < MAX_FAILURES_LOGGED:
+                self.failures.add(failure)  # said once; the client is told every time
+                self.log.error(
+                    "control socket: status failed (a bug: please report it): %s", failure
+                )
+                self.log.debug("control socket: status failed", exc_info=True)
+            return error_reply(f"status failed inside mcastd: {failure}")
 
     def _bind(self) -> socket.socket:
         sock: socket.socket | None = None

@@ -129,7 +129,7 @@ class Server:
             self.backlog.fail(endpoint, error, now)
         if self.control_path is not None:
             try:
-                self.control = ControlServer(self.control_path, self.snapshot)
+                self.control = ControlServer(self.control_path, self.snapshot, self.log)
             except SocketSetupError as e:
                 # Serving the groups matters more than being able to show their counters.
                 self.log.warning("%s; `mcastd status` will not see this daemon", e)

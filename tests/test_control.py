@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import selectors
 import socket
 import threading
@@ -22,6 +23,7 @@ from mcastd.control import (
     query,
 )
 from mcastd.errors import SocketSetupError
+from tests.logs import recording
 
 DOCUMENT = {"schema": 1, "instance": "mcastd", "endpoints": []}
 
@@ -169,3 +171,43 @@ def test_find_sockets_under_the_runtime_root(tmp_path: Path):
     ]
     assert denied == []
     assert find_sockets(str(tmp_path / "missing")) == ([], [])
+
+
+def test_a_failing_snapshot_costs_the_client_its_answer_not_the_daemon(tmp_path: Path):
+    def broken() -> dict[str, object]:
+        return {"uptime": 1 / 0}
+
+    server = ControlServer(str(tmp_path / "c.sock"), broken)
+    selector = selectors.DefaultSelector()
+    selector.register(server.sock, selectors.EVENT_READ, server)
+    done = threading.Event()
+    replies: list[str] = []
+
+    def ask_twice() -> None:
+        try:
+            for _ in range(2):
+                with pytest.raises(ValueError, match="status failed") as failed:
+                    query(tmp_path / "c.sock", timeout=5)
+                replies.append(str(failed.value))
+        finally:
+            done.set()
+
+    with recording(logging.DEBUG) as records:
+        client = threading.Thread(target=ask_twice)
+        client.start()
+        try:
+            while not done.is_set():  # the loop: before, the ZeroDivisionError ended it
+                for key, events in selector.select(0.05):
+                    key.data.handle(selector, events, 0.0)
+        finally:
+            client.join()
+            server.close(selector)
+            selector.close()
+    assert replies == ["status failed inside mcastd: ZeroDivisionError: division by zero"] * 2
+    errors = [r for r in records.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "control socket: status failed (a bug: please report it): "
+        "ZeroDivisionError: division by zero"
+    ]  # once, however often it is asked
+    tracebacks = [r for r in records.records if r.levelno == logging.DEBUG and r.exc_info]
+    assert len(tracebacks) == 1

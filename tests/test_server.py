@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,12 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcastd.config import Config, Endpoint, parse
+from mcastd.control import query
 from mcastd.errors import SocketSetupError
 from mcastd.launch import read_config
 from mcastd.messages import MessageId
 from mcastd.net import GroupSocket, open_group_socket
 from mcastd.notify import Notifier
 from mcastd.server import Server
+from mcastd.snapshot import Document
 from tests.logs import Records, recording
 from tests.netns import NetNS, collect
 
@@ -181,6 +184,50 @@ def test_snapshot_uses_the_clocks_and_lists_waiting_endpoints(netns: NetNS):
     assert document["waiting_for_interface"] == [f"[ff02::9]:{PORT}"]
     states = {(e["group"], e["state"]) for e in document["endpoints"]}  # type: ignore[attr-defined]
     assert states == {("239.0.0.9", "serving"), ("ff02::9", "waiting")}
+
+
+class BuggyStatus(Server):
+    """A server whose status document has a bug: what the control socket must contain."""
+
+    def snapshot(self) -> Document:
+        raise RuntimeError("a bug in the snapshot")
+
+
+def test_a_status_request_that_fails_does_not_stop_the_daemon(
+    netns: NetNS, tmp_path: Path, journal: Records
+):
+    client = netns.socket()
+    client.bind(("127.0.0.1", 0))
+    asked: list[str] = []
+
+    def ask_then_say_hello() -> None:
+        try:
+            for _ in range(2):
+                with pytest.raises(ValueError, match="status failed") as failed:
+                    query(tmp_path / "control.sock", timeout=5)
+                asked.append(str(failed.value))
+            client.sendto(b"hello", ("239.0.0.9", PORT))  # still served
+            asked.extend(r.split(b" SAID")[0].decode() for r in collect(client, quiet=1.0))
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=ask_then_say_hello)
+    server = BuggyStatus(
+        config("groups: [239.0.0.9]\n"),
+        Notifier(Notes(thread.start).send),
+        control_path=str(tmp_path / "control.sock"),
+    )
+    with netns.entered():
+        server.open()
+    try:
+        assert server.run() == "SIGTERM"
+    finally:
+        thread.join()
+    failure = "RuntimeError: a bug in the snapshot"
+    assert asked == [f"status failed inside mcastd: {failure}"] * 2 + ["HEAR [ HELLO"]
+    assert f"control socket: status failed (a bug: please report it): {failure}" in (
+        journal.messages
+    )
 
 
 def test_an_interface_is_followed_gone_and_back(netns: NetNS, journal: Records):
