@@ -21,7 +21,11 @@ class ExitCode(IntEnum):
         return member
 
     OK = 0, "success (for run: stopped by STOP, SIGTERM or SIGINT)"
-    NO_REPLY = 1, "say: no reply within --wait"
+    NO_REPLY = (
+        1,
+        "say: no reply within --wait; probe: an expected responder missing or over "
+        "--max-loss, or (without --expect) no responder answered",
+    )
     USAGE = 2, "bad command line"
     NOT_RUNNING = 3, "status: no running mcastd found (or none serves the groups asked for)"
     UNAVAILABLE = (

@@ -13,7 +13,7 @@ import os
 import resource
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from mcastd.addresses import as_address
@@ -297,17 +297,3 @@ def close_group_socket(group_socket: GroupSocket) -> None:
     leave(group_socket)
     group_socket.sock.close()
 
-
-def open_all(
-    endpoints: Iterable[Endpoint], opener: Callable[[Endpoint], GroupSocket] = open_group_socket
-) -> dict[tuple[str, int], GroupSocket]:
-    """Open every endpoint, or none: on the first failure the ones already open are closed."""
-    opened: dict[tuple[str, int], GroupSocket] = {}
-    try:
-        for endpoint in endpoints:
-            opened[endpoint.key] = opener(endpoint)
-    except BaseException:
-        for group_socket in opened.values():
-            close_group_socket(group_socket)
-        raise
-    return opened

@@ -28,6 +28,14 @@ def test_epilog_has_one_line_per_code_in_order():
     assert "  78  the configuration file is invalid" in lines
 
 
+def test_exit_1_covers_say_and_probe():
+    # prober.run returns NO_REPLY when ProbeReport.success is false.
+    assert ExitCode.NO_REPLY.description == (
+        "say: no reply within --wait; probe: an expected responder missing or over "
+        "--max-loss, or (without --expect) no responder answered"
+    )
+
+
 def test_fail_prints_one_line_and_returns_the_code(capsys: pytest.CaptureFixture[str]):
     assert fail("cannot detach: no", ExitCode.UNAVAILABLE) == 69
     out = capsys.readouterr()

@@ -146,27 +146,6 @@ def test_an_interface_that_is_not_there(netns: NetNS):
     assert str(caught.value) == "239.0.0.9:59259: interface eth7: does not exist"
 
 
-def test_open_all_is_all_or_nothing(netns: NetNS):
-    opened: list[net.GroupSocket] = []
-
-    def opener(e: Endpoint) -> net.GroupSocket:
-        if e.group == "239.0.0.11":
-            raise SocketSetupError(str(e), 98, "refused by the test")
-        opened.append(net.open_group_socket(e))
-        return opened[-1]
-
-    endpoints = [endpoint(f"239.0.0.{i}") for i in (9, 10, 11, 12)]
-    with netns.entered(), pytest.raises(SocketSetupError, match="refused by the test"):
-        net.open_all(endpoints, opener)
-    assert len(opened) == 2
-    assert all(s.sock.fileno() == -1 for s in opened)  # closed again
-    with netns.entered():
-        done = net.open_all(endpoints[:2], opener)
-    assert list(done) == [("239.0.0.9", PORT), ("239.0.0.10", PORT)]
-    for s in done.values():
-        net.close_group_socket(s)
-
-
 def test_check_descriptors_counts_open_files_against_the_limit(tmp_path: Path):
     for i in range(10):
         (tmp_path / str(i)).touch()
