@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -493,7 +494,24 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+# A section another bench writes into docs/benchmarks.md (bench.probe --write, bench.exporter):
+# `<!-- NAME: begin ... -->` up to `<!-- NAME: end -->`, each on a line of its own.
+SECTION = re.compile(r"^<!-- (\S+): begin\b[^\n]*-->$.*?^<!-- \1: end -->$", re.M | re.S)
+
+
+def keep_sections(old: str, new: str) -> str:
+    """`new`, followed by every marked section of `old` that `new` has not got itself, in
+    their order: a run of the main bench must not erase what the others wrote."""
+    have = {m.group(1) for m in SECTION.finditer(new)}
+    kept = [m.group(0) for m in SECTION.finditer(old) if m.group(1) not in have]
+    if not kept:
+        return new
+    return new.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
+
+
 def write(results: dict[str, Any], docs: Path) -> None:
     docs.mkdir(exist_ok=True)
     plot(results, docs / "benchmarks.png")
-    (docs / "benchmarks.md").write_text(markdown(results, "benchmarks.png"))
+    path = docs / "benchmarks.md"
+    old = path.read_text() if path.exists() else ""
+    path.write_text(keep_sections(old, markdown(results, "benchmarks.png")))
