@@ -4,7 +4,8 @@ One thread, one epoll selector over finished sockets from `net`, a self-pipe for
 (`wakeup`) and the read-only control socket. SIGTERM, SIGINT and an accepted STOP datagram
 set the one stop reason; one `finally` sends STOPPING=1, leaves the groups and closes the
 sockets. SIGHUP asks for a reload, done between batches as `reload.plan` says. Once a second
-the loop follows the configured interfaces (`links.transition`).
+the loop tries the groups not served yet and follows the configured interfaces. What a reload
+or an interface change does to the channels is carried out by `steps`.
 """
 
 from __future__ import annotations
@@ -18,18 +19,18 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from mcastd import __version__, net
+from mcastd import __version__, net, steps
 from mcastd.backlog import Backlog
 from mcastd.channel import Channel
 from mcastd.config import Config, Endpoint
 from mcastd.control import ControlServer
 from mcastd.errors import ConfigError, SocketSetupError
 from mcastd.journal import DAEMON_LOGGER
-from mcastd.links import Down, Gone, LinkState, link_state, must_wait, transition
+from mcastd.links import link_state, must_wait
 from mcastd.messages import MessageId, event
 from mcastd.notify import Notifier
 from mcastd.protocol import TokenBucket
-from mcastd.reload import Close, Key, Open, Rejoin, Retune, Served, Step, Wait, plan, stop_key
+from mcastd.reload import Key, stop_key
 from mcastd.retry import Verdict, verdict
 from mcastd.snapshot import (
     Counters,
@@ -40,6 +41,7 @@ from mcastd.snapshot import (
     reload_record,
     status_line,
 )
+from mcastd.steps import Opener
 from mcastd.wakeup import Wakeup
 
 # STATUS= and suppressed-line summaries at most this often, and interfaces polled as often.
@@ -47,7 +49,6 @@ TICK_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 ConfigLoader = Callable[[], Config]
-Opener = Callable[[Endpoint], net.GroupSocket]
 
 
 class Server:
@@ -262,81 +263,9 @@ class Server:
         if self.control is not None:
             self.control.expire(selector, now)
 
-    # -- interfaces -------------------------------------------------------------------------
-
     def recover(self, selector: selectors.BaseSelector, now: float) -> None:
-        """Serve what can be served now (`backlog.due`); re-join after down/up or re-creation.
-
-        A poll once a second (no netlink socket needed, so the sandbox stays AF_INET/AF_INET6/
-        AF_UNIX only): an interface change is acted on within about a second.
-        """
-        seen: dict[str | None, LinkState] = {}
-
-        def state(endpoint: Endpoint) -> LinkState:
-            if endpoint.interface not in seen:
-                seen[endpoint.interface] = link_state(endpoint)
-            return seen[endpoint.interface]
-
-        for pending in self.backlog.due(now, state):
-            try:
-                group_socket = self.opener(pending.endpoint)
-            except SocketSetupError as e:
-                self.backlog.failed_again(pending, e, now)
-                continue
-            self.backlog.take(pending.endpoint.key)
-            self.add_channel(pending.endpoint, group_socket, selector)
-        for channel in list(self.channels.values()):
-            if channel.link is not None:  # an interface is configured
-                self.follow_link(channel, state(channel.endpoint), selector)
-
-    def follow_link(
-        self, channel: Channel, link: LinkState, selector: selectors.BaseSelector
-    ) -> None:
-        """Act on what changed on the channel's interface since the last poll."""
-        before = channel.link
-        change = None if before is None else transition(before, link)
-        if change is None:
-            return
-        iface = channel.endpoint.interface
-        if type(change) is Gone or type(change) is Down:
-            lost = channel.fields(message_id=MessageId.INTERFACE_LOST)
-            what = "went away" if type(change) is Gone else "is down"
-            channel.logger.warning("%s: interface %s %s", channel.name, iface, what, extra=lost)
-        else:
-            try:
-                self.rejoin(channel, channel.endpoint, selector)
-            except SocketSetupError as e:
-                channel.logger.error("%s: re-joining failed: %s", channel.name, e.message)
-                return  # `link` stays as it was: the next poll tries again
-            channel.logger.info(
-                "%s: interface %s is up (index %d): re-joined",
-                channel.name,
-                iface,
-                link.ifindex,
-                extra=channel.fields(message_id=MessageId.GROUP_JOINED),
-            )
-        channel.link = link
-
-    def rejoin(
-        self, channel: Channel, endpoint: Endpoint, selector: selectors.BaseSelector
-    ) -> None:
-        """Join again on the endpoint's interface as it is now (raises SocketSetupError)."""
-        old = channel.group_socket
-        if not net.bound_to_interface(endpoint) or net.memberships(endpoint)[1] == old.ifindex:
-            channel.group_socket = net.rejoin(old, endpoint)
-            return
-        # The socket is tied to the old interface index: it must be replaced, and the port
-        # is ours (no SO_REUSEADDR), so the old one is closed first.
-        selector.unregister(old.sock)
-        net.close_group_socket(old)
-        try:
-            channel.group_socket = self.opener(endpoint)
-        except SocketSetupError:
-            # No socket now: serve it again like a group waiting for its interface.
-            del self.channels[endpoint.key]
-            self.backlog.wait(endpoint)
-            raise
-        selector.register(channel.group_socket.sock, selectors.EVENT_READ, channel)
+        """Serve what can be served now, follow the interfaces (`steps.recover`)."""
+        steps.recover(self, selector, now)
 
     # -- status -----------------------------------------------------------------------------
 
@@ -392,68 +321,14 @@ class Server:
             self.last_reload = reload_record(self.wall_clock(), problems)
             self.notifier.ready(f"reload failed; {self.status_line()}")
             return
-        current = {
-            key: Served(c.endpoint, c.stop_key, self.config.reply_rate_total)
-            for key, c in self.channels.items()
-        }
-        absent = {
-            e.interface
-            for e in new.endpoints()
-            if e.interface is not None and e.settings.wait_for_interface and must_wait(e)
-        }
-        # A reload tries every failing group again (`plan` opens it as new).
-        self.backlog.forget_failing()
-        steps = plan(current, self.backlog.endpoints(), new, absent)
+        changes = steps.reload_plan(self, new)
         if new.reply_rate_total != self.config.reply_rate_total:
             self.total = self._total_bucket(new)
         self.config = new
-        errors = []
-        for step in steps:
-            try:
-                self.carry_out(step, selector)
-            except SocketSetupError as e:
-                errors.append(str(e))
-                if type(step) is Open:
-                    self.backlog.fail(step.endpoint, e, self.clock())  # said there, once
-                else:
-                    self.log.error("reload: %s", e, extra=event(MessageId.RELOAD_FAILED))
+        errors = steps.carry_out_plan(self, changes, selector, self.clock())
         # In force, even if some groups could not be joined: `errors` names them.
         self.last_reload = reload_record(self.wall_clock(), errors, ok=True)
         outcome = f"with {len(errors)} error(s): {'; '.join(errors)}" if errors else "ok"
         self.log.info("reloaded %s: %s", new.source, outcome, extra=event(MessageId.RELOAD_OK))
         self.last_status = self.status_line()
         self.notifier.ready(self.last_status)
-
-    def carry_out(self, step: Step, selector: selectors.BaseSelector) -> None:
-        """One step of a reload plan (raises SocketSetupError)."""
-        if type(step) is Close:
-            channel = self.channels.pop(step.key, None)
-            if channel is None:
-                self.backlog.take(step.key)
-                return
-            selector.unregister(channel.group_socket.sock)
-            channel.close()
-        elif type(step) is Open:
-            self.backlog.take(step.endpoint.key)
-            self.add_channel(step.endpoint, self.opener(step.endpoint), selector)
-        elif type(step) is Wait:
-            self.backlog.wait(step.endpoint)
-        elif type(step) is Rejoin:
-            channel = self.channels[step.endpoint.key]
-            self.rejoin(channel, step.endpoint, selector)
-            channel.link = None if step.endpoint.interface is None else link_state(step.endpoint)
-            self.retune(channel, step.endpoint)
-        elif type(step) is Retune:
-            self.retune(self.channels[step.endpoint.key], step.endpoint)
-
-    def retune(self, channel: Channel, endpoint: Endpoint) -> None:
-        net.apply_ttl(channel.group_socket.sock, endpoint)
-        channel.configure(endpoint, stop_key(self.config, endpoint), self.total)
-        channel.logger.info(
-            "%s now: interface %s, reply %s, ttl %d",
-            channel.name,
-            endpoint.interface or "the kernel's choice",
-            endpoint.reply,
-            endpoint.ttl,
-            extra=channel.fields(),
-        )
