@@ -296,4 +296,3 @@ def leave(group_socket: GroupSocket) -> None:
 def close_group_socket(group_socket: GroupSocket) -> None:
     leave(group_socket)
     group_socket.sock.close()
-
