@@ -17,6 +17,7 @@ from mcastd.control import (
     MAX_REQUEST,
     SOCKET_MODE,
     ControlServer,
+    Snapshot,
     answer,
     default_path,
     find_sockets,
@@ -51,8 +52,8 @@ def test_answer_table(request_line: bytes, reply: dict[str, object]):
 class Served:
     """A ControlServer with its own selector loop in a thread, until `close`."""
 
-    def __init__(self, path: Path) -> None:
-        self.server = ControlServer(str(path), snapshot)
+    def __init__(self, path: Path, answers: Snapshot = snapshot) -> None:
+        self.server = ControlServer(str(path), answers)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.server.sock, selectors.EVENT_READ, self.server)
         self.done = threading.Event()
@@ -177,32 +178,16 @@ def test_a_failing_snapshot_costs_the_client_its_answer_not_the_daemon(tmp_path:
     def broken() -> dict[str, object]:
         return {"uptime": 1 / 0}
 
-    server = ControlServer(str(tmp_path / "c.sock"), broken)
-    selector = selectors.DefaultSelector()
-    selector.register(server.sock, selectors.EVENT_READ, server)
-    done = threading.Event()
-    replies: list[str] = []
-
-    def ask_twice() -> None:
+    with recording(logging.DEBUG) as records:
+        served = Served(tmp_path / "c.sock", broken)
         try:
-            for _ in range(2):
+            replies = []
+            for _ in range(2):  # before: the ZeroDivisionError ended the loop at the first
                 with pytest.raises(ValueError, match="status failed") as failed:
                     query(tmp_path / "c.sock", timeout=5)
                 replies.append(str(failed.value))
         finally:
-            done.set()
-
-    with recording(logging.DEBUG) as records:
-        client = threading.Thread(target=ask_twice)
-        client.start()
-        try:
-            while not done.is_set():  # the loop: before, the ZeroDivisionError ended it
-                for key, events in selector.select(0.05):
-                    key.data.handle(selector, events, 0.0)
-        finally:
-            client.join()
-            server.close(selector)
-            selector.close()
+            served.close()
     assert replies == ["status failed inside mcastd: ZeroDivisionError: division by zero"] * 2
     errors = [r for r in records.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in errors] == [
