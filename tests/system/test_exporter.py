@@ -39,6 +39,9 @@ modules:
     expect: [127.0.0.1]
     min_interval: 1
 """
+TEXTFILE_UNITS = ("mcastd-textfile.service", "mcastd-textfile.timer")
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+EXAMPLES = "/usr/share/doc/mcastd/examples"
 # Run inside the container: GET a URL, print the status and the body.
 GET = """
 import sys, urllib.error, urllib.request
@@ -76,7 +79,12 @@ def host(machine: Container) -> Iterator[Container]:
     finally:
         machine.run(["systemctl", "disable", "--now", SOCKET_UNIT, SERVICE_UNIT], check=False)
         machine.run(["systemctl", "stop", INSTANCE], check=False)
-        machine.run(["rm", "-f", EXPORTER_CONFIG], check=False)
+        machine.run(["systemctl", "disable", "--now", "mcastd-textfile.timer"], check=False)
+        machine.run(
+            ["rm", "-f", EXPORTER_CONFIG, *(f"/etc/systemd/system/{u}" for u in TEXTFILE_UNITS)]
+        )
+        machine.run(["rm", "-rf", TEXTFILE_DIR], check=False)
+        machine.run(["systemctl", "daemon-reload"], check=False)
         if not was_active:
             machine.run(["systemctl", "stop", "mcastd.service"], check=False)
 
@@ -138,3 +146,22 @@ def test_exporter_journal_names_where_it_listens(host: Container) -> None:
 
     host.run(["journalctl", "--sync"], check=False)
     wait_until(started, "the exporter's start line in the journal")
+
+
+def test_shipped_textfile_timer_writes_the_metrics(host: Container) -> None:
+    for unit in TEXTFILE_UNITS:
+        host.run(["cp", f"{EXAMPLES}/{unit}", f"/etc/systemd/system/{unit}"])
+    host.run(["mkdir", "-p", TEXTFILE_DIR])
+    host.run(["systemctl", "daemon-reload"])
+    host.run(["systemctl", "enable", "--now", "mcastd-textfile.timer"])
+    output = f"{TEXTFILE_DIR}/mcastd.prom"
+    wait_until(
+        lambda: host.run(["test", "-s", output], check=False).returncode == 0,
+        "the timer's first run to write the file",
+    )
+    text = host.run(["cat", output]).stdout
+    serving = samples(text, "mcastd_serving")
+    assert serving[f'{{group="{SECOND}",port="59259",unit="mcastd@{SECOND}"}}'] == 1
+    assert show(host, "mcastd-textfile.service", "Result")["Result"] == "success"
+    # Only the file itself: the temporary file was renamed over it.
+    assert host.run(["ls", "-A", TEXTFILE_DIR]).stdout.split() == ["mcastd.prom"]
