@@ -55,6 +55,13 @@ PUBLIC_CLIENT = "198.51.100.2"
 REQUESTS = 10
 
 
+def start(c: Container, verb: str, unit: str, check: bool = True) -> None:
+    """`systemctl VERB UNIT` with systemd's start rate limit reset first: this module
+    starts mcastd.service more often than StartLimitBurst= allows (5 in 10 s)."""
+    c.run(["systemctl", "reset-failed", "mcastd.service"], check=False)
+    c.run(["systemctl", verb, unit], check=check)
+
+
 @pytest.fixture(scope="module")
 def box(machine: Container) -> Iterator[Host]:
     """The container's network namespace under a name of its own (the name only is removed)."""
@@ -70,7 +77,7 @@ def test_shipped_config_without_ipv6_multicast_is_active(machine: Container, box
     machine.write(CONFIG, (REPO / "etc" / "mcastd.yaml").read_text())  # as shipped
     box.ip("link", "del", "mc0")  # its peer mc1 goes with it: only lo is left
     try:
-        machine.run(["systemctl", "start", "mcastd.service"], check=False)
+        start(machine, "start", "mcastd.service", check=False)
         props = show(machine, "mcastd.service", "ActiveState", "SubState", "StatusText")
         log = [str(e.get("MESSAGE", "")) for e in journal(machine, "-u", "mcastd.service")]
         assert (props["ActiveState"], props["SubState"]) == ("active", "running"), (props, log[-6:])
@@ -84,7 +91,7 @@ def test_shipped_config_without_ipv6_multicast_is_active(machine: Container, box
             "a link-local address on mc0 again",
         )
         machine.write(CONFIG, TWO_PORTS)
-        machine.run(["systemctl", "start", "mcastd.service"])
+        start(machine, "start", "mcastd.service")
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +107,13 @@ def routed(machine: Container, box: Host) -> Iterator[Routed]:
         net.add_responder(host=box)
         net.router.start()
         machine.write(CONFIG, ONLY_GROUP)
-        machine.run(["systemctl", "restart", "mcastd.service"])
+        start(machine, "restart", "mcastd.service")
         yield net
     finally:
         net.delete()  # the veth pairs go, and the container's eth0 and its routes with them
         machine.run(["ip", "route", "replace", "224.0.0.0/4", "dev", "lo", "src", "127.0.0.1"])
         machine.write(CONFIG, TWO_PORTS)
-        machine.run(["systemctl", "restart", "mcastd.service"])
+        start(machine, "restart", "mcastd.service")
 
 
 def ask(client: Host, source: str, tag: str) -> list[tuple[bytes, str, int | None]]:
@@ -171,7 +178,7 @@ def test_public_peers_drop_in(
     try:
         machine.run(["systemctl", "daemon-reload"])
         pid = show(machine, "mcastd.service", "MainPID")["MainPID"]
-        machine.run(["systemctl", "restart", "mcastd.target"])
+        start(machine, "restart", "mcastd.target")
         # systemctl waits for the target's job, not for the restarts it carries.
         wait_until(lambda: restarted(machine, "mcastd.service", pid), "the restart by the target")
         for unit in ("mcastd.service", INSTANCE):
@@ -183,7 +190,7 @@ def test_public_peers_drop_in(
     finally:
         machine.run(["rm", "-rf", *DROP_IN_DIRS])
         machine.run(["systemctl", "daemon-reload"])
-        machine.run(["systemctl", "restart", "mcastd.service"])
+        start(machine, "restart", "mcastd.service")
 
     assert len(with_drop_in) == REQUESTS
     # IPAddressAllow= is enforced by cgroup BPF programs. Where systemd cannot

@@ -19,6 +19,7 @@ from tests.system.conftest import (
     Debs,
     active_mcastd_units,
     heard,
+    journal,
     say,
     show,
 )
@@ -44,7 +45,8 @@ def test_upgrade_keeps_edited_conffile_and_restarts_running_units(
     assert machine.run(["cat", CONFIG]).stdout == edited
     for unit, pid in before.items():
         props = show(machine, unit, "MainPID", "ActiveState")
-        assert props["ActiveState"] == "active", unit
+        log = [str(e.get("MESSAGE", "")) for e in journal(machine, "-u", unit)]
+        assert props["ActiveState"] == "active", (unit, log[-12:])
         assert props["MainPID"] != pid, f"{unit} was not restarted"
     assert show(machine, INSTANCE, "ActiveState")["ActiveState"] == "inactive"
     assert heard(say(machine, "239.0.0.11", "upgraded"), "upgraded", "239.0.0.11")
