@@ -63,6 +63,15 @@ def exporter_config(sockets: list[Path], runtime_dir: Path) -> str:
                     "expect": ["10.77.0.2", "10.77.0.3"],
                     "min_interval": 1,
                 },
+                "hops": {
+                    "group": "239.0.0.9",
+                    "count": 1,
+                    "interval": 0.05,
+                    "wait": 0.3,
+                    "expect": ["10.77.0.2", "10.77.0.3"],
+                    "hops": True,
+                    "max_hops": 3,
+                },
                 "burst": {
                     "group": BURST_GROUP,
                     "count": BURST_COUNT,
@@ -259,6 +268,19 @@ def single(results: list[tuple[dict[str, str], float]]) -> float | None:
     return results[0][1] if len(results) == 1 else None
 
 
+def test_probe_measures_hops_when_the_module_asks(site: Site) -> None:
+    """Both responders are on the segment: the smallest TTL that reaches them is 1."""
+    code, text = fetch(site.monitor, f"http://{EXPORTER}/probe?module=hops")
+    assert code == 200, text
+    hops = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("probe_responder_hops{")
+    }
+    assert hops == {"10.77.0.2": 1.0, "10.77.0.3": 1.0}
+    assert "probe_success 1.0" in text.splitlines()
+
+
 def test_prometheus_sees_the_counters_and_the_probe(site: Site) -> None:
     sent = 37
     send(site.monitor, COUNTED_GROUP, sent)
@@ -328,7 +350,7 @@ def test_textfile_passes_promtool(site: Site) -> None:
 def test_unknown_module_is_400(site: Site, query: str) -> None:
     code, text = fetch(site.monitor, f"http://{EXPORTER}/probe?{query}")
     assert code == 400
-    assert "known modules are burst, lan" in text
+    assert "known modules are burst, hops, lan" in text
 
 
 def test_back_to_back_scrapes_keep_to_the_documented_rate(site: Site) -> None:
