@@ -35,6 +35,8 @@ MODULE_ORDER = (
 GROUP = "239.0.0.9"
 INSTANCE = f"mcastd@{GROUP}.service"
 CONFIG = "/etc/mcastd.yaml"
+# The type of pytest's record_property fixture.
+RecordProperty = Callable[[str, object], None]
 # A DynamicUser= UID comes from this range (systemd's default).
 DYNAMIC_UIDS = range(61184, 65520)
 TWO_PORTS = """\

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 
 import pytest
 
@@ -22,6 +21,7 @@ from tests.system.conftest import (
     INSTANCE,
     REPO,
     TWO_PORTS,
+    RecordProperty,
     active_mcastd_units,
     heard,
     journal,
@@ -32,8 +32,6 @@ from tests.system.conftest import (
 from tests.system.container import Container
 
 pytestmark = pytest.mark.system
-
-RecordProperty = Callable[[str, object], None]
 
 BROKEN = """\
 port: 59259

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -33,6 +33,7 @@ from tests.system.conftest import (
     INSTANCE,
     REPO,
     TWO_PORTS,
+    RecordProperty,
     heard,
     journal,
     say,
@@ -42,8 +43,6 @@ from tests.system.conftest import (
 from tests.system.container import Container
 
 pytestmark = pytest.mark.system
-
-RecordProperty = Callable[[str, object], None]
 
 PORT = 59259
 ONLY_GROUP = f"groups:\n  - group: {GROUP}\n"
