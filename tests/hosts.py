@@ -80,6 +80,7 @@ class Host(NetNS):
         self.name = f"{PREFIX}-{role}-{uuid.uuid4().hex[:6]}"
         self.v4: str | None = None
         self.v6: str | None = None
+        self.owned = pid is None
         if pid is None:
             netns_script("add", self.name)
         else:

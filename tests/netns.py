@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,10 @@ def _setns(fd: int) -> None:
 
 class NetNS:
     """A named network namespace with lo up, 224.0.0.0/4 on lo, and a veth pair for IPv6."""
+
+    # False for a name given to another's namespace (a booted container's): `delete` then
+    # removes only the name and leaves its processes alone.
+    owned = True
 
     def __init__(self, prefix: str = "mcastd-t") -> None:
         self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -88,6 +92,15 @@ class NetNS:
             return socket.socket(family, socket.SOCK_DGRAM)
 
     def delete(self) -> None:
+        """Kill whatever a test left running in the namespace (a detached daemon whose test
+        failed half-way, say), then remove it."""
+        if self.owned:
+            pids = subprocess.run(
+                ["ip", "netns", "pids", self.name], capture_output=True, text=True, check=False
+            ).stdout.split()
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
 
 

@@ -328,7 +328,17 @@ def test_detach_writes_pidfile_refuses_second_copy_and_stops_on_sigterm(
     pidfile = tmp_path / "mcastd.pid"
     config = tmp_path / "mcastd.yaml"
     config.write_text(ONE_GROUP)
-    argv = mcastd_argv("run", "--config", str(config), "--detach", "--pidfile", str(pidfile))
+    control = tmp_path / "control.sock"  # not the host's /run/mcastd
+    argv = mcastd_argv(
+        "run",
+        "--config",
+        str(config),
+        "--detach",
+        "--pidfile",
+        str(pidfile),
+        "--control-socket",
+        str(control),
+    )
     first = subprocess.run(
         netns.command(argv), capture_output=True, text=True, timeout=10, check=False
     )
