@@ -31,7 +31,8 @@ class ExitCode(IntEnum):
     UNAVAILABLE = (
         69,
         "a group could not be set up (port in use, permission, kernel limit), no group could "
-        "be served, or another copy holds the pidfile",
+        "be served, another copy holds the pidfile; probe: cannot send or join; exporter: "
+        "cannot listen",
     )
     SOFTWARE = 70, "internal error (a bug: please report it)"
     CONFIG = 78, "the configuration file is invalid"
