@@ -41,7 +41,6 @@ from bench.run import RATES, SETTLE, cpus, run_step, zero_loss_rate
 from mcastd.control import query
 
 REPO = Path(__file__).resolve().parent.parent
-INSIDE = "--inside"
 LISTEN = "127.0.0.1:9859"
 LISTEN_ARGS = ("--listen", LISTEN)
 SCRAPES = 20
@@ -301,15 +300,10 @@ def main() -> int:
         metavar="SECONDS",
         help="first wait (at most this long) for the shared machine to be nearly idle",
     )
-    parser.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(netns.INSIDE, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench.exporter: run as root (it makes its own network namespace)", file=sys.stderr)
-        return 2
-    if not args.inside:
-        argv = ["unshare", "--net", sys.executable, "-m", "bench.exporter", *sys.argv[1:], INSIDE]
-        return subprocess.run(argv, cwd=REPO, check=False).returncode
-    netns.setup()
+    if (status := netns.enter("bench.exporter", args.inside)) is not None:
+        return status
     # 1,000 sockets in one daemon, plus its own files.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))

@@ -9,10 +9,14 @@ it vanishes when the last process in it exits.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 VETH = ("mbench0", "mbench1")
+# The flag a bench passes to itself once it runs inside its own namespace.
+INSIDE = "--inside"
 NETNS_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "netns"
 
 
@@ -27,3 +31,16 @@ def setup() -> None:
     if extra:
         raise SystemExit(f"bench: namespace is not fresh (has {', '.join(extra)}); refusing")
     subprocess.run([str(NETNS_SCRIPT), "local", *VETH], check=True)
+
+
+def enter(module: str, inside: bool) -> int | None:
+    """Run `python3 -m MODULE` again inside a new network namespace of its own (`unshare
+    --net`) and return its exit status; None when already inside, after setting it up."""
+    if os.geteuid() != 0:
+        print(f"{module}: run as root (it makes its own network namespace)", file=sys.stderr)
+        return 2
+    if not inside:
+        argv = ["unshare", "--net", sys.executable, "-m", module, *sys.argv[1:], INSIDE]
+        return subprocess.run(argv, cwd=NETNS_SCRIPT.parent.parent, check=False).returncode
+    setup()
+    return None

@@ -33,7 +33,6 @@ from bench import netns
 REPO = Path(__file__).resolve().parent.parent
 GROUP = "239.0.0.9"
 PORT = 59259
-INSIDE = "--inside"
 
 
 def fan_in_address(index: int) -> str:
@@ -351,15 +350,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per fan-in step")
     parser.add_argument("--rounds", type=int, default=5, help="RTT rounds")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(netns.INSIDE, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench.probe: run as root (it makes its own network namespace)", file=sys.stderr)
-        return 2
-    if not args.inside:
-        argv = ["unshare", "--net", sys.executable, "-m", "bench.probe", *sys.argv[1:], INSIDE]
-        return subprocess.run(argv, cwd=REPO, check=False).returncode
-    netns.setup()
+    if (status := netns.enter("bench.probe", args.inside)) is not None:
+        return status
     started = time.time()
     rates = [float(r) for r in args.rates.split(",")]
     steps = fan_in(args.responders, rates, args.seconds)
