@@ -55,6 +55,7 @@ def test_upgrade_keeps_edited_conffile_and_restarts_running_units(
 
 def test_purge_removes_conffile_and_stops_everything(machine: Container) -> None:
     machine.run(["systemctl", "enable", "mcastd@239.0.0.11.service"])
+    machine.run(["systemctl", "start", "mcastd-exporter.socket"])  # the prerm stops it too
     machine.run(["apt-get", "purge", "-y", "mcastd"], timeout=120)
 
     assert active_mcastd_units(machine) == []
