@@ -6,7 +6,8 @@ way, with lo carrying IPv4 multicast and the mc0/mc1 veth pair for IPv6.
 
 - A host without IPv6 multicast: the shipped /etc/mcastd.yaml (239.0.0.9 and
   ff05::9) on a container with only lo still gives an active mcastd.service
-  that answers 239.0.0.9.
+  that answers 239.0.0.9 and shows ff05::9 failing (status, STATUS=); once a
+  link for IPv6 multicast appears, the retry serves ff05::9 too.
 - Behind a router: the container's eth0 leads to a router namespace running
   smcrouted (tests/hosts.py `Routed`); a client namespace on the other side
   sends to the group and gets every reply from the packaged unit.
@@ -19,9 +20,11 @@ test makes; nothing reaches the host's interfaces.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -71,7 +74,25 @@ def box(machine: Container) -> Iterator[Host]:
         host.delete()
 
 
-def test_shipped_config_without_ipv6_multicast_is_active(machine: Container, box: Host) -> None:
+def states(c: Container) -> dict[str, tuple[str, str | None]]:
+    """mcastd.service's endpoints in `mcastd status --json`: group -> (state, error)."""
+    document = json.loads(c.run(["mcastd", "status", "--json"]).stdout)
+    (daemon,) = [d for d in document["daemons"] if d["instance"] == "mcastd"]
+    return {e["group"]: (e["state"], e["error"]) for e in daemon["endpoints"]}
+
+
+def add_ipv6_link(c: Container, box: Host) -> None:
+    """The veth pair mc0/mc1 of conftest's network set-up, made again."""
+    netns_script("veth", box.name, "mc0", box.name, "mc1")
+    wait_until(
+        lambda: "fe80" in c.run(["ip", "-6", "-o", "addr", "show", "dev", "mc0"]).stdout,
+        "a link-local address on mc0",
+    )
+
+
+def test_shipped_config_without_ipv6_multicast_is_active(
+    machine: Container, box: Host, record_property: RecordProperty
+) -> None:
     machine.run(["systemctl", "stop", "mcastd.service"])
     machine.write(CONFIG, (REPO / "etc" / "mcastd.yaml").read_text())  # as shipped
     box.ip("link", "del", "mc0")  # its peer mc1 goes with it: only lo is left
@@ -80,15 +101,24 @@ def test_shipped_config_without_ipv6_multicast_is_active(machine: Container, box
         props = show(machine, "mcastd.service", "ActiveState", "SubState", "StatusText")
         log = [str(e.get("MESSAGE", "")) for e in journal(machine, "-u", "mcastd.service")]
         assert (props["ActiveState"], props["SubState"]) == ("active", "running"), (props, log[-6:])
+        assert props["StatusText"].endswith("; 1 of 2 groups failing"), props
+        served = states(machine)
+        assert served[GROUP] == ("serving", None)
+        assert served["ff05::9"][0] == "failing"
+        assert served["ff05::9"][1], served  # the reason
         assert heard(say(machine, GROUP, "v4 only"), "v4 only", GROUP)
+
+        # IPv6 multicast comes (back): the failing group is joined by the retry.
+        add_ipv6_link(machine, box)
+        since = time.monotonic()
+        wait_until(lambda: states(machine)["ff05::9"][0] == "serving", "ff05::9 served")
+        record_property("ff05::9 served after its link came", f"{time.monotonic() - since:.1f} s")
+        assert heard(say(machine, "ff05::9", "v6 now"), "v6 now", "ff05::9")
+        assert "failing" not in show(machine, "mcastd.service", "StatusText")["StatusText"]
     finally:
         machine.run(["systemctl", "stop", "mcastd.service"], check=False)
-        machine.run(["systemctl", "reset-failed", "mcastd.service"], check=False)
-        netns_script("veth", box.name, "mc0", box.name, "mc1")
-        wait_until(
-            lambda: "fe80" in machine.run(["ip", "-6", "-o", "addr", "show", "dev", "mc0"]).stdout,
-            "a link-local address on mc0 again",
-        )
+        if not box.has_link("mc0"):
+            add_ipv6_link(machine, box)
         machine.write(CONFIG, TWO_PORTS)
         start(machine, "start", "mcastd.service")
 
