@@ -223,10 +223,10 @@ def test_public_peers_drop_in(
 
     assert len(with_drop_in) == REQUESTS
     # IPAddressAllow= is enforced by cgroup BPF programs. Where systemd cannot
-    # attach them (no unified cgroup hierarchy, or nspawn's seccomp filter
-    # refusing bpf()), it proceeds without, as docs/systemd.md says. IP
-    # accounting uses the same programs: systemd-run reports traffic only if
-    # they work.
+    # attach them (no unified cgroup hierarchy; in this nspawn container on
+    # Debian 12 and 13 alike), it proceeds without, as docs/systemd.md says.
+    # IP accounting uses the same programs: systemd-run reports traffic only
+    # if they work.
     probe = machine.run(["systemd-run", "--wait", "-p", "IPAccounting=yes", "true"])
     enforced = "IP traffic received" in probe.stdout + probe.stderr
     record_property(
