@@ -61,7 +61,10 @@ def start(c: Container, verb: str, unit: str, check: bool = True) -> None:
     """`systemctl VERB UNIT` with systemd's start rate limit reset first: this module
     starts mcastd.service more often than StartLimitBurst= allows (5 in 10 s)."""
     c.run(["systemctl", "reset-failed", "mcastd.service"], check=False)
-    c.run(["systemctl", verb, unit], check=check)
+    done = c.run(["systemctl", verb, unit], check=False)
+    if check and done.returncode != 0:
+        log = [str(e.get("MESSAGE", "")) for e in journal(c, "-u", unit)]
+        raise AssertionError(f"systemctl {verb} {unit}: {done.stderr}\n" + "\n".join(log[-15:]))
 
 
 @pytest.fixture(scope="module")
