@@ -31,6 +31,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from mcastd import __version__, prober
+from mcastd.addresses import family_of
 from mcastd.errors import ConfigError, SocketSetupError
 from mcastd.exitcodes import ExitCode, fail
 from mcastd.exporterconfig import ExporterConfig, ProbeModule, load
@@ -296,7 +297,7 @@ class Server(ThreadingHTTPServer):
 def bind(address: str) -> socket.socket:
     """A listening TCP socket on host:port."""
     host, port = split_listen(address)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = family_of(host)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from mcastd.config import is_ssm
+from mcastd.addresses import format_address, is_ipv6, is_ssm
 
 PROBE_WORD = "mcastd-probe"
 # Probe ids: this many random bytes, written as lower-case hex (upper-cased in the reply).
@@ -115,7 +115,7 @@ class ProbeSettings:
 
     @property
     def family_v6(self) -> bool:
-        return ":" in self.group
+        return is_ipv6(self.group)
 
 
 def new_probe_id(random_bytes: bytes) -> str:
@@ -154,7 +154,7 @@ def problems(settings: ProbeSettings, root: bool) -> list[str]:
         found.append("--hops sweeps the TTL itself: drop --ttl")
     if settings.source is not None and canonical_address(settings.source) is None:
         found.append(f"--source {settings.source} is not an IP address")
-    elif settings.source is not None and (":" in settings.source) != settings.family_v6:
+    elif settings.source is not None and is_ipv6(settings.source) != settings.family_v6:
         found.append(f"--source {settings.source} is not of the group's address family")
     if settings.join and is_ssm(settings.group):
         found.append("--join hears replies sent to an any-source group, not an SSM one")
@@ -537,11 +537,7 @@ def render_heard(heard: Heard) -> str:
 
 
 def _destination(report: ProbeReport) -> str:
-    return (
-        f"[{report.group}]:{report.port}"
-        if ":" in report.group
-        else f"{report.group}:{report.port}"
-    )
+    return format_address(report.group, report.port)
 
 
 def _via(r: ResponderReport) -> str:
