@@ -208,7 +208,7 @@ INDEX = """<html><head><title>mcastd exporter</title></head><body>
 
 
 class Handler(BaseHTTPRequestHandler):
-    server: Server
+    server: HttpServer
     timeout = REQUEST_SECONDS
     server_version = f"mcastd-exporter/{__version__}"
 
@@ -257,7 +257,7 @@ class Handler(BaseHTTPRequestHandler):
         logging.getLogger(LOGGER).debug("%s " + format, self.address_string(), *args)
 
 
-class Server(ThreadingHTTPServer):
+class HttpServer(ThreadingHTTPServer):
     """An HTTP server on one listening socket (made here or passed by systemd)."""
 
     daemon_threads = True
@@ -367,8 +367,8 @@ def serve(
     collector = StatusCollector(config.runtime_dir, config.sockets)
     probes = Probes(config.modules, prober)
     slots = threading.BoundedSemaphore(MAX_REQUESTS)
-    servers = [Server(s, config, collector, probes, slots) for s in sockets]
-    started: list[Server] = []
+    servers = [HttpServer(s, config, collector, probes, slots) for s in sockets]
+    started: list[HttpServer] = []
     try:
         for server in servers:
             threading.Thread(target=server.serve_forever, daemon=True).start()
