@@ -17,6 +17,7 @@ from pathlib import Path
 VETH = ("mbench0", "mbench1")
 # The flag a bench passes to itself once it runs inside its own namespace.
 INSIDE = "--inside"
+SYSTEM_PYTHON = "/usr/bin/python3"
 NETNS_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "netns"
 
 
@@ -40,7 +41,10 @@ def enter(module: str, inside: bool) -> int | None:
         print(f"{module}: run as root (it makes its own network namespace)", file=sys.stderr)
         return 2
     if not inside:
-        argv = ["unshare", "--net", sys.executable, "-m", module, *sys.argv[1:], INSIDE]
+        # Debian's python, which has mcastd's apt dependencies, whatever `python3` is first
+        # on PATH (a pyenv or venv one may lack python3-prometheus-client).
+        python = SYSTEM_PYTHON if Path(SYSTEM_PYTHON).exists() else sys.executable
+        argv = ["unshare", "--net", python, "-m", module, *sys.argv[1:], INSIDE]
         return subprocess.run(argv, cwd=NETNS_SCRIPT.parent.parent, check=False).returncode
     setup()
     return None
