@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mcastd import __version__
+from mcastd import __version__, cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -117,3 +117,20 @@ def test_a_reader_that_goes_away_is_no_internal_error(tmp_path: Path):
         stderr = proc.stderr.read().decode()
         assert proc.wait(timeout=30) == 0
     assert stderr == ""
+
+
+def test_every_command_resolves_to_its_main():
+    for name in cli.COMMANDS:
+        assert callable(cli.command(name)), name
+
+
+def test_the_daemon_does_not_load_the_exporters_library():
+    # `run` in a fresh interpreter: prometheus_client is the exporter's, not every daemon's.
+    probe = (
+        "import sys; from mcastd import cli; cli.command('run'); cli.command('say'); "
+        "print(sorted(m for m in sys.modules if m.startswith('prometheus_client'))[:1])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[]"
