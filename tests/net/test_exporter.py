@@ -16,13 +16,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -158,28 +157,6 @@ class Process:
         return self.proc.returncode
 
 
-@contextmanager
-def draining(daemons: Daemons) -> Iterator[None]:
-    """Read the daemons' sd_notify messages while the block runs. A daemon blocks in
-    sd_notify once its notify socket's queue is full (10 datagrams: net.unix.max_dgram_qlen),
-    as it would if systemd stopped reading; it sends STATUS= as it counts datagrams."""
-    stop = threading.Event()
-
-    def drain() -> None:  # started once every daemon is ready: wait_for reads the socket too
-        while not stop.wait(0.2):
-            for daemon in list(daemons.started):
-                with suppress(OSError, ValueError):
-                    daemon.drain()
-
-    thread = threading.Thread(target=drain, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 class Site(NamedTuple):
     monitor: Host
     r1: Daemon
@@ -199,19 +176,18 @@ def site() -> Iterator[Site]:
         with segment(("mc6mon", 1), ("mc6r1", 2), ("mc6r2", 3)) as (monitor, h1, h2):
             r1 = daemons.start(h1, R1_CONFIG)
             r2 = daemons.start(h2, R2_CONFIG, ["--group", "239.0.0.9"])
-            with draining(daemons):
-                sockets = [daemons.sockets[id(r1)], daemons.sockets[id(r2)]]
-                (work / "run").mkdir()
-                config = work / "exporter.yaml"
-                config.write_text(exporter_config(sockets, work / "run"))
-                argv = mcastd_argv("exporter", "--config", str(config), "--listen", EXPORTER)
-                exporter = Process(monitor, argv, work / "exporter.log")
-                wait_until(
-                    "the exporter answers",
-                    lambda: fetch(monitor, f"http://{EXPORTER}/")[0] == 200,
-                    timeout=15,
-                )
-                yield Site(monitor, r1, r2, daemons, sockets, work, exporter)
+            sockets = [daemons.sockets[id(r1)], daemons.sockets[id(r2)]]
+            (work / "run").mkdir()
+            config = work / "exporter.yaml"
+            config.write_text(exporter_config(sockets, work / "run"))
+            argv = mcastd_argv("exporter", "--config", str(config), "--listen", EXPORTER)
+            exporter = Process(monitor, argv, work / "exporter.log")
+            wait_until(
+                "the exporter answers",
+                lambda: fetch(monitor, f"http://{EXPORTER}/")[0] == 200,
+                timeout=15,
+            )
+            yield Site(monitor, r1, r2, daemons, sockets, work, exporter)
     finally:
         if exporter is not None:
             exporter.stop()

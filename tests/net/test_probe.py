@@ -13,7 +13,6 @@ import math
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from bench.probe import FanIn
 from mcastd import prober
 from mcastd.probe import ProbeSettings
 from tests.hosts import PORT, Daemons, Host, Routed, routed, run, segment
-from tests.netns import REPO, Daemon, NetNS, mcastd_argv
+from tests.netns import REPO, NetNS, mcastd_argv
 
 pytestmark = pytest.mark.net
 
@@ -96,8 +95,6 @@ def fleet() -> Iterator[Fleet]:
     with routed((GROUP, GROUP6)) as net:
         daemons = Daemons()
         upstream_proc = None
-        reader: threading.Thread | None = None
-        done = threading.Event()
         try:
             near = [net.add_client(f"d{n}") for n in range(9)]
             grouped = net.add_client("grp")
@@ -107,26 +104,13 @@ def fleet() -> Iterator[Fleet]:
             started.append(daemons.start(grouped, GROUP_MODE, ready=False))
             for daemon in started:
                 daemon.wait_for("READY=1", timeout=30)
-            # Read the daemons' sd_notify messages as systemd would: mcastd sends STATUS=
-            # every second, and an unread AF_UNIX queue (10 datagrams) would block it.
-            reader = threading.Thread(target=read_notifications, args=(started, done))
-            reader.start()
             fleet = Fleet(net, near, grouped, upstream, net.responder)
             wait_until_heard(fleet)
             yield fleet
         finally:
-            done.set()
-            if reader is not None:
-                reader.join()
             if upstream_proc is not None:
                 stop(upstream_proc)
             daemons.close()
-
-
-def read_notifications(daemons: list[Daemon], done: threading.Event) -> None:
-    while not done.wait(0.2):
-        for daemon in daemons:
-            daemon.drain()
 
 
 def wait_until_heard(fleet: Fleet, seconds: float = 10.0) -> None:
