@@ -15,7 +15,7 @@ from typing import NamedTuple
 from mcastd.config import Endpoint
 from mcastd.errors import SocketSetupError
 from mcastd.links import LinkState
-from mcastd.messages import MessageId, event
+from mcastd.messages import MessageId, endpoint_fields, event
 from mcastd.reload import Key
 from mcastd.retry import RETRY_SECONDS, Verdict, due, verdict
 from mcastd.snapshot import EndpointState
@@ -29,11 +29,6 @@ class Pending(NamedTuple):
     error: str | None = None
     errno: int = 0  # of the last failure: decides whether it is tried again (retry.verdict)
     tried: float = 0.0  # monotonic time of the last attempt
-
-
-def _fields(endpoint: Endpoint, message_id: MessageId | None = None) -> dict[str, object]:
-    extra: dict[str, object] = {"MCAST_GROUP": endpoint.group, "MCAST_PORT": endpoint.port}
-    return extra | event(message_id) if message_id is not None else extra
 
 
 class Backlog:
@@ -58,7 +53,7 @@ class Backlog:
                 "%s: interface %s is not there: joining when it appears",
                 endpoint,
                 endpoint.interface,
-                extra=_fields(endpoint),
+                extra=endpoint_fields(endpoint.group, endpoint.port),
             )
 
     def fail(self, endpoint: Endpoint, error: SocketSetupError, now: float) -> None:
@@ -81,7 +76,9 @@ class Backlog:
             endpoint,
             then,
             reason,
-            extra=_fields(endpoint, MessageId.GROUP_FAILING),
+            extra=endpoint_fields(
+                endpoint.group, endpoint.port, message_id=MessageId.GROUP_FAILING
+            ),
         )
 
     def failed_again(self, pending: Pending, error: SocketSetupError, now: float) -> None:

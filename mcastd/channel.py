@@ -12,7 +12,7 @@ from mcastd.addresses import format_address
 from mcastd.config import Endpoint
 from mcastd.journal import LineBudget, group_logger
 from mcastd.links import LinkState
-from mcastd.messages import MessageId, event
+from mcastd.messages import MessageId, endpoint_fields
 from mcastd.net import GroupSocket, close_group_socket
 from mcastd.protocol import (
     ECHOED,
@@ -116,15 +116,7 @@ class Channel:
         self, source: Source | None = None, message_id: MessageId | None = None
     ) -> dict[str, object]:
         """Journal fields for a line about this channel (and a datagram's sender)."""
-        extra: dict[str, object] = {
-            "MCAST_GROUP": self.endpoint.group,
-            "MCAST_PORT": self.endpoint.port,
-        }
-        if source is not None:
-            extra["MCAST_SOURCE"] = format_address(source[0], source[1])
-        if message_id is not None:
-            extra |= event(message_id)
-        return extra
+        return endpoint_fields(self.endpoint.group, self.endpoint.port, source, message_id)
 
     # -- the hot path -----------------------------------------------------------------------
 

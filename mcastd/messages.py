@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from mcastd.addresses import format_address
+
 
 class MessageId(StrEnum):
     STARTING = "b5c6ecbeb947433889a1b719e39d0549"
@@ -28,3 +30,18 @@ class MessageId(StrEnum):
 def event(message_id: MessageId) -> dict[str, object]:
     """Journal fields (`extra=`) that mark a log line as this event."""
     return {"MESSAGE_ID": message_id.value}
+
+
+def endpoint_fields(
+    group: str,
+    port: int,
+    source: tuple[str, int] | None = None,
+    message_id: MessageId | None = None,
+) -> dict[str, object]:
+    """Journal fields of a line about one (group, port), and the datagram's sender if any."""
+    fields: dict[str, object] = {"MCAST_GROUP": group, "MCAST_PORT": port}
+    if source is not None:
+        fields["MCAST_SOURCE"] = format_address(source[0], source[1])
+    if message_id is not None:
+        fields |= event(message_id)
+    return fields

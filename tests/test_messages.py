@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mcastd.messages import MessageId
+from mcastd.messages import MessageId, endpoint_fields
 
 CATALOG = Path(__file__).resolve().parent.parent / "systemd" / "mcastd.catalog"
 
@@ -33,3 +33,15 @@ def test_ids_are_unique_128_bit_hex():
     values = [m.value for m in MessageId]
     assert len(set(values)) == len(values)
     assert all(re.fullmatch(r"[0-9a-f]{32}", v) for v in values)
+
+
+def test_endpoint_fields_name_the_group_port_sender_and_event():
+    assert endpoint_fields("ff05::9", 59259) == {"MCAST_GROUP": "ff05::9", "MCAST_PORT": 59259}
+    assert endpoint_fields(
+        "239.0.0.9", 59259, ("10.0.0.1", 4242), MessageId.STOP_REFUSED
+    ) == {
+        "MCAST_GROUP": "239.0.0.9",
+        "MCAST_PORT": 59259,
+        "MCAST_SOURCE": "10.0.0.1:4242",
+        "MESSAGE_ID": MessageId.STOP_REFUSED.value,
+    }
