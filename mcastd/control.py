@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mcastd.errors import SocketSetupError, strerror
+from mcastd.journal import DAEMON_LOGGER
 
 # The request is one line; anything longer than this is not a request of ours.
 MAX_REQUEST = 256
@@ -27,6 +28,8 @@ CLIENT_SECONDS = 5.0
 SOCKET_MODE = 0o660
 MAX_CLIENTS = 16
 MAX_DISCARD = 1 << 16
+# How long to wait for a connection when asking whether a control socket is alive.
+PROBE_SECONDS = 1.0
 # Distinct failures of `status` remembered so that each is logged once, not per request.
 MAX_FAILURES_LOGGED = 32
 SOCKET_NAME = "control.sock"
@@ -112,7 +115,7 @@ class ControlServer:
     def __init__(self, path: str, snapshot: Snapshot, log: logging.Logger | None = None) -> None:
         self.path = path
         self.snapshot = snapshot
-        self.log = log if log is not None else logging.getLogger("mcastd")
+        self.log = log if log is not None else logging.getLogger(DAEMON_LOGGER)
         self.failures: set[str] = set()
         self.clients: set[Connection] = set()
         self.sock = self._bind()
@@ -180,21 +183,34 @@ class ControlServer:
             os.unlink(self.path)
 
 
+def listening(path: str) -> bool | None:
+    """Whether a daemon listens on the socket file at `path`: True (also when it is busy),
+    False for a socket file nobody listens on (left by a daemon that died), None when there is
+    no such file or it is not a socket this user can judge."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        # A listener with a full backlog makes connect() wait: it is alive, if busy.
+        probe.settimeout(PROBE_SECONDS)
+        try:
+            probe.connect(path)
+        except TimeoutError:
+            return True
+        except ConnectionRefusedError:
+            return False
+        except OSError:
+            return None
+    return True
+
+
 def _remove_stale(path: str) -> None:
     """Remove a socket file left by a daemon that died; refuse to steal a live one."""
-    if not os.path.exists(path):
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
+    alive = listening(path)
+    if alive is False:
         os.unlink(path)
-        return
-    except OSError:
-        return  # not a socket, or not ours to judge: bind() will say what is wrong
-    finally:
-        probe.close()
-    raise SocketSetupError(f"control socket {path}", errno.EADDRINUSE, "another mcastd serves it")
+    elif alive:
+        raise SocketSetupError(
+            f"control socket {path}", errno.EADDRINUSE, "another mcastd serves it"
+        )
+    # None: no file, or not a socket: bind() will say what is wrong
 
 
 def default_path(environ: dict[str, str] | os._Environ[str] | None = None) -> str | None:

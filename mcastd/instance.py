@@ -13,13 +13,12 @@ import errno
 import hashlib
 import os
 import re
-import socket
 import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mcastd.control import RUNTIME_ROOT
+from mcastd.control import RUNTIME_ROOT, listening
 from mcastd.errors import SocketSetupError, strerror
 
 DEFAULT_NAME = "mcastd"
@@ -30,7 +29,6 @@ MAX_NAME = 64
 # A hand-started daemon whose name is taken tries <name>-2 ... <name>-<MAX_SUFFIX>.
 MAX_SUFFIX = 99
 SOCKET_SUFFIX = ".sock"
-PROBE_SECONDS = 1.0
 
 
 def valid_name(text: str) -> bool:
@@ -102,17 +100,7 @@ def in_use(directory: str, name: str) -> bool:
     directory /run/mcastd/<name>/ (it exists while the unit runs)."""
     if os.path.isdir(os.path.join(directory, name)):
         return True
-    path = os.path.join(directory, name + SOCKET_SUFFIX)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        # A listener with a full backlog makes connect() wait: it is alive, if busy.
-        probe.settimeout(PROBE_SECONDS)
-        try:
-            probe.connect(path)
-        except TimeoutError:
-            return True
-        except OSError:
-            return False  # none, or stale: ControlServer removes a stale one
-    return True
+    return listening(os.path.join(directory, name + SOCKET_SUFFIX)) is True
 
 
 def claim(name: str, explicit: bool, directory: str, euid: int) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from mcastd.control import (
     answer,
     default_path,
     find_sockets,
+    listening,
     query,
 )
 from mcastd.errors import SocketSetupError
@@ -148,6 +149,21 @@ def test_a_stale_socket_file_is_replaced_and_a_live_one_is_not(tmp_path: Path):
         assert str(caught.value) == f"control socket {path}: another mcastd serves it"
     finally:
         first.close(None)
+
+
+def test_listening_tells_live_stale_and_missing_sockets_apart(tmp_path: Path):
+    path = tmp_path / "c.sock"
+    assert listening(str(path)) is None  # no file
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    assert listening(str(path)) is False  # a file nobody listens on
+    path.unlink()
+    live = ControlServer(str(path), snapshot)
+    try:
+        assert listening(str(path)) is True
+    finally:
+        live.close(None)
 
 
 def test_default_path_is_under_the_runtime_directory():
