@@ -101,12 +101,12 @@ class Exporter:
         self.log.close()
 
 
-def scrape() -> tuple[float, int]:
-    """One GET /metrics: (seconds, bytes)."""
+def scrape() -> tuple[float, bytes]:
+    """One GET /metrics: (seconds, body)."""
     started = time.perf_counter()
     with urllib.request.urlopen(f"http://{LISTEN}/metrics", timeout=10) as response:
-        size = len(response.read())
-    return time.perf_counter() - started, size
+        body = response.read()
+    return time.perf_counter() - started, body
 
 
 def answering(control: Path, running: Running, timeout: float = 120.0) -> None:
@@ -124,10 +124,8 @@ def answering(control: Path, running: Running, timeout: float = 120.0) -> None:
             time.sleep(0.1)
 
 
-def count_series() -> int:
-    with urllib.request.urlopen(f"http://{LISTEN}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+def count_series(body: bytes) -> int:
+    return sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
 
 
 def scrape_time(workdir: Path, layout: list[int]) -> dict[str, Any]:
@@ -148,11 +146,10 @@ def scrape_time(workdir: Path, layout: list[int]) -> dict[str, Any]:
         exporter = Exporter(workdir, sockets)
         cpu0 = exporter.cpu_seconds()
         times = []
-        size = 0
+        body = b""
         for _ in range(SCRAPES):
-            seconds, size = scrape()
+            seconds, body = scrape()
             times.append(seconds)
-        series = count_series()
         cpu = exporter.cpu_seconds() - cpu0
     finally:
         if exporter is not None:
@@ -165,8 +162,8 @@ def scrape_time(workdir: Path, layout: list[int]) -> dict[str, Any]:
         "median_ms": statistics.median(times) * 1e3,
         "max_ms": max(times) * 1e3,
         "cpu_ms_per_scrape": cpu / SCRAPES * 1e3,
-        "bytes": size,
-        "series": series,
+        "bytes": len(body),
+        "series": count_series(body),
     }
 
 
