@@ -136,11 +136,7 @@ def reload_plan(parts: Parts, new: Config) -> tuple[Step, ...]:
         key: Served(c.endpoint, c.stop_key, parts.config.reply_rate_total)
         for key, c in parts.channels.items()
     }
-    absent = {
-        e.interface
-        for e in new.endpoints()
-        if e.interface is not None and e.settings.wait_for_interface and must_wait(e)
-    }
+    absent = {e.interface for e in new.endpoints() if must_wait(e) and e.interface is not None}
     parts.backlog.forget_failing()
     return plan(current, parts.backlog.endpoints(), new, absent)
 
