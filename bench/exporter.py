@@ -21,7 +21,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,11 +31,11 @@ from typing import Any
 
 import yaml
 
-from bench import configs, netns, procstat
+from bench import configs, netns
 from bench.cli import loadavg, wait_for_quiet
 from bench.loadgen import Generator, build
 from bench.probe import machine
-from bench.responders import GROUP, PORT, Running, mcastd_spec
+from bench.responders import GROUP, PORT, Running, Spec, mcastd_spec
 from bench.run import RATES, SETTLE, cpus, run_step, zero_loss_rate
 from mcastd.control import query
 
@@ -70,35 +69,27 @@ class Exporter:
         config.write_text(
             json.dumps({"runtime_dir": str(runtime), "sockets": [str(s) for s in sockets]})
         )
-        self.log = (workdir / "exporter.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mcastd", "exporter", "--config", str(config), *LISTEN_ARGS],
-            cwd=REPO,
-            stdout=self.log,
-            stderr=self.log,
-        )
+        argv = (sys.executable, "-m", "mcastd", "exporter", "--config", str(config), *LISTEN_ARGS)
+        # Started, logged to exporter.log and stopped as bench's responders are; it sends no
+        # READY=1 that Running.wait_ready could wait for: a scrape answered is the sign.
+        spec = Spec("exporter", "mcastd exporter", argv, notify=False, cwd=REPO)
+        self.running = Running(spec, workdir, None)
         deadline = time.monotonic() + 20
         while True:
             try:
                 scrape()
                 break
             except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
+                if time.monotonic() > deadline or not self.running.alive():
                     self.stop()
                     raise SystemExit("bench.exporter: the exporter did not come up") from None
                 time.sleep(0.1)
 
     def cpu_seconds(self) -> float:
-        return procstat.cpu_seconds(self.proc.pid)
+        return self.running.cpu_seconds()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        self.running.stop(timeout=10)
 
 
 def scrape() -> tuple[float, bytes]:
