@@ -27,8 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from mcastd import __version__, prober
 from mcastd.addresses import family_of
@@ -37,10 +36,12 @@ from mcastd.exitcodes import ExitCode, fail
 from mcastd.exporterconfig import ExporterConfig, ProbeModule, load
 from mcastd.journal import setup_logging
 from mcastd.metrics import (
+    Families,
     ProbeResult,
     ResponderResult,
     daemon_families,
     exporter_families,
+    exposition,
     probe_families,
 )
 from mcastd.probe import ProbeReport, ProbeSettings, Roster
@@ -110,24 +111,6 @@ class StatusCollector(Collector):
             logging.getLogger(LOGGER).debug("%s", problem)
         yield from daemon_families(documents)
         yield from exporter_families(len(documents), len(problems), time.monotonic() - started)
-
-
-class Families(Collector):
-    """A collector that yields families made beforehand (one probe's result)."""
-
-    def __init__(self, families: Sequence[Metric]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self.families
-
-
-def exposition(collector: Collector, accept: str | None) -> tuple[bytes, str]:
-    """The collector's families in the format the client accepts, and its content type."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
 
 
 # What a scrape of a module does, decided from the module's state at `now`.

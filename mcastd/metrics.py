@@ -9,7 +9,7 @@ daemon's name; `instance` belongs to Prometheus), `group`, `port`, and a drop or
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,8 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
 Document = Mapping[str, Any]
@@ -316,3 +318,22 @@ def probe_families(expect: Sequence[str], hops: bool, result: ProbeResult) -> li
     if hops:
         families.append(distance)
     return families
+
+
+class Families(Collector):
+    """A collector that yields families made beforehand (a file's, or one probe's)."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def exposition(collector: Collector, accept: str | None = None) -> tuple[bytes, str]:
+    """The collector's families in the format an `Accept` header asks for (the text format
+    0.0.4 without one), and its content type."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

@@ -12,31 +12,17 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from prometheus_client.core import Metric
-from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import Collector, CollectorRegistry
-
-from mcastd.metrics import Document, daemon_families
+from mcastd.metrics import Document, Families, daemon_families, exposition
 
 # Readable by node_exporter's user, as node_exporter's own example scripts leave them.
 FILE_MODE = 0o644
 
 
-class _Documents(Collector):
-    def __init__(self, documents: Sequence[Document]) -> None:
-        self.documents = documents
-
-    def collect(self) -> Iterator[Metric]:
-        yield from daemon_families(self.documents)
-
-
 def render(documents: Sequence[Document]) -> bytes:
     """The documents' metrics in the text format 0.0.4."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Documents(documents))
-    return generate_latest(registry)
+    return exposition(Families(daemon_families(documents)))[0]
 
 
 def write_atomically(path: str, data: bytes) -> None:
