@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 
 from bench import netns
+from bench.responders import GROUP, PORT, Running, StartFailed, mcastd_spec
 
 REPO = Path(__file__).resolve().parent.parent
-GROUP = "239.0.0.9"
-PORT = 59259
 
 
 def fan_in_address(index: int) -> str:
@@ -200,44 +199,43 @@ print(statistics.median(rtts))
 
 def rtt_accuracy(rounds: int, count: int, interval: float) -> list[dict[str, float]]:
     """Median RTT of `mcastd probe` and of the bare-socket reference, alternating."""
-    workdir = Path(tempfile.mkdtemp(prefix="mcastd-bench-probe-"))
-    config = workdir / "mcastd.yaml"
-    config.write_text(f"log_datagrams: false\ngroups:\n  - group: {GROUP}\n")
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "mcastd", "run", "--config", str(config)],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with tempfile.TemporaryDirectory(prefix="mcastd-bench-probe-") as tmp:
+        workdir = Path(tmp)
+        config = workdir / "mcastd.yaml"
+        config.write_text(f"log_datagrams: false\ngroups:\n  - group: {GROUP}\n")
+        daemon = Running(mcastd_spec("rtt", "mcastd", REPO, config), workdir, None)
+        try:
+            daemon.wait_ready()  # READY=1 and a probe answered
+            return rtt_rounds(rounds, count, interval)
+        except StartFailed as e:
+            raise SystemExit(f"bench.probe: {e}") from None
+        finally:
+            daemon.stop(timeout=10)
+
+
+def rtt_rounds(rounds: int, count: int, interval: float) -> list[dict[str, float]]:
+    """`rounds` times: the reference's median RTT, then `mcastd probe`'s, to the one mcastd."""
     results = []
-    try:
-        time.sleep(1.5)  # started: the probe below would show nothing otherwise
-        for n in range(rounds):
-            reference = subprocess.run(
-                [sys.executable, "-c", REFERENCE, GROUP, str(PORT), str(count), str(interval)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            ref = float(reference.stdout)
-            document, _ = probe_json("-c", str(count), "-i", str(interval))
-            rows = document["responders"]
-            assert isinstance(rows, list)
-            if len(rows) != 1 or rows[0]["rtt"] is None:
-                raise SystemExit(f"expected one responder, got {rows}")
-            probe = rows[0]["rtt"]["median"]
-            results.append({"reference": ref, "probe": probe})
-            print(
-                f"rtt round {n + 1}: reference median {ref * 1e6:.1f} us, mcastd probe median "
-                f"{probe * 1e6:.1f} us, difference {(probe - ref) * 1e6:+.1f} us",
-                flush=True,
-            )
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-        config.unlink()
-        workdir.rmdir()
+    for n in range(rounds):
+        reference = subprocess.run(
+            [sys.executable, "-c", REFERENCE, GROUP, str(PORT), str(count), str(interval)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        ref = float(reference.stdout)
+        document, _ = probe_json("-c", str(count), "-i", str(interval))
+        rows = document["responders"]
+        assert isinstance(rows, list)
+        if len(rows) != 1 or rows[0]["rtt"] is None:
+            raise SystemExit(f"expected one responder, got {rows}")
+        probe = rows[0]["rtt"]["median"]
+        results.append({"reference": ref, "probe": probe})
+        print(
+            f"rtt round {n + 1}: reference median {ref * 1e6:.1f} us, mcastd probe median "
+            f"{probe * 1e6:.1f} us, difference {(probe - ref) * 1e6:+.1f} us",
+            flush=True,
+        )
     return results
 
 
