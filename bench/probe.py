@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import select
 import socket
@@ -28,7 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench import netns
+from bench import netns, run
+from bench.cli import loadavg
 from bench.responders import GROUP, PORT, Running, StartFailed, mcastd_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -245,26 +245,13 @@ DOCS = REPO / "docs" / "benchmarks.md"
 
 
 def machine() -> str:
-    cpu = "?"
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    commit = subprocess.run(
-        ["git", "log", "-1", "--format=%h %s"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    with open("/proc/loadavg", encoding="ascii") as f:
-        load = " ".join(f.read().split()[:3])
+    """The Markdown lines that say where and on what this run ran (bench.run's facts)."""
+    facts = run.machine()
     return (
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; CPU: {cpu}, "
-        f"nproc {os.cpu_count()}; kernel {os.uname().release}; Python {sys.version.split()[0]}\n"
-        f"- mcastd: commit {commit}\n"
-        f"- Load average after the run: {load} (the machine is shared)\n"
+        f"- Date: {facts['date']}; CPU: {facts['cpu']}, nproc {facts['nproc']}; "
+        f"kernel {facts['kernel']}; Python {facts['python']}\n"
+        f"- mcastd: commit {run.mcastd_version(REPO)}\n"
+        f"- Load average after the run: {loadavg()} (the machine is shared)\n"
     )
 
 
