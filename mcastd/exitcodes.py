@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from enum import IntEnum
 
+from mcastd.errors import ConfigError
+
 
 class ExitCode(IntEnum):
     """What a command's exit status means; each member carries its `--help` line."""
@@ -47,3 +49,10 @@ def fail(message: str, code: ExitCode) -> ExitCode:
     """Say what went wrong in one line on stderr, and return the exit code that goes with it."""
     print(f"mcastd: {message}", file=sys.stderr)
     return code
+
+
+def config_failed(error: ConfigError) -> ExitCode:
+    """Print every problem of an invalid file, one `FILE:LINE:COL: ...` line each; exit 78."""
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+    return ExitCode.CONFIG

@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import urllib.parse
@@ -32,7 +31,7 @@ from prometheus_client.registry import Collector
 from mcastd import __version__, prober
 from mcastd.addresses import family_of
 from mcastd.errors import ConfigError, SocketSetupError
-from mcastd.exitcodes import ExitCode, fail
+from mcastd.exitcodes import ExitCode, config_failed, fail
 from mcastd.exporterconfig import ExporterConfig, ProbeModule, load
 from mcastd.journal import setup_logging
 from mcastd.metrics import (
@@ -369,9 +368,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return ExitCode.CONFIG
+        return config_failed(e)
     setup_logging(args.log_level)
     log = logging.getLogger(LOGGER)
     sockets = [socket.socket(fileno=fd) for fd in listen_fds()]

@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import socket
-import sys
 from collections.abc import Sequence
 
 from mcastd import __version__, instance
@@ -14,7 +13,7 @@ from mcastd.config import Config, load, resolve_path, select
 from mcastd.control import default_path
 from mcastd.detach import detach
 from mcastd.errors import ConfigError, SocketSetupError
-from mcastd.exitcodes import ExitCode
+from mcastd.exitcodes import ExitCode, config_failed
 from mcastd.journal import DAEMON_LOGGER, setup_detached_logging, setup_logging
 from mcastd.messages import MessageId, event
 from mcastd.notify import Notifier, watchdog_interval
@@ -26,18 +25,12 @@ def read_config(path: str | None, groups: Sequence[str] | None, port: int | None
     return select(load(path), groups or (), port)
 
 
-def report_config_error(error: ConfigError) -> ExitCode:
-    for problem in error.problems:
-        print(problem, file=sys.stderr)
-    return ExitCode.CONFIG
-
-
 def check_main(args: argparse.Namespace) -> int:
     """`mcastd check`: one line per group, then the file and the number of sockets."""
     try:
         config = read_config(resolve_path(args.config), args.group, args.port)
     except ConfigError as e:
-        return report_config_error(e)
+        return config_failed(e)
     for g in config.groups:
         s = g.settings
         print(
@@ -56,7 +49,7 @@ def run_main(args: argparse.Namespace) -> int:
     try:
         config = read_config(path, groups, port)
     except ConfigError as e:
-        return report_config_error(e)
+        return config_failed(e)
     setup_logging(args.log_level)
     logging.getLogger(DAEMON_LOGGER).info(
         "mcastd %s starting with %s", __version__, config.source, extra=event(MessageId.STARTING)

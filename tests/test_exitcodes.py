@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mcastd.exitcodes import ExitCode, epilog, fail
+from mcastd.errors import ConfigError, ConfigProblem
+from mcastd.exitcodes import ExitCode, config_failed, epilog, fail
 
 
 def test_sysexits_values_do_not_change():
@@ -40,3 +41,16 @@ def test_fail_prints_one_line_and_returns_the_code(capsys: pytest.CaptureFixture
     assert fail("cannot detach: no", ExitCode.UNAVAILABLE) == 69
     out = capsys.readouterr()
     assert (out.out, out.err) == ("", "mcastd: cannot detach: no\n")
+
+
+def test_config_failed_prints_each_problem_on_its_line(capsys: pytest.CaptureFixture[str]):
+    error = ConfigError(
+        [
+            ConfigProblem("f.yaml", 2, 7, "port", "70000 is not a port (1-65535)"),
+            ConfigProblem("f.yaml", 4, 3, "", "not valid YAML: x"),
+        ]
+    )
+    assert config_failed(error) == ExitCode.CONFIG
+    assert capsys.readouterr().err == (
+        "f.yaml:2:7: port: 70000 is not a port (1-65535)\nf.yaml:4:3: not valid YAML: x\n"
+    )
