@@ -18,6 +18,18 @@ QUIET_SHARE = 0.10  # of all CPUs busy with tasks: below this the machine counts
 DOCS = bootstrap.REPO / "docs"
 
 
+def add_wait_quiet(parser: argparse.ArgumentParser, default: float) -> None:
+    """--wait-quiet SECONDS, the limit handed to wait_for_quiet (python3 -m bench and
+    bench.exporter)."""
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=default,
+        metavar="SECONDS",
+        help=f"first wait at most this long for the machine to be idle (default {default:g})",
+    )
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__)
     p.add_argument(
@@ -28,13 +40,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--count", type=int, default=10_000, help="datagrams per rate step (default 10,000)"
     )
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=300,
-        metavar="SECONDS",
-        help="first wait at most this long for the machine to be idle (default 300)",
-    )
+    add_wait_quiet(p, 300.0)
     p.add_argument(
         "--mcastd-root",
         type=Path,

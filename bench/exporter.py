@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from bench import configs, netns
-from bench.cli import loadavg, wait_for_quiet
+from bench.cli import add_wait_quiet, loadavg, wait_for_quiet
 from bench.loadgen import Generator, build
 from bench.probe import machine
 from bench.responders import GROUP, PORT, Running, Spec, mcastd_spec
@@ -281,13 +281,7 @@ def main() -> int:
         help="load steps, datagrams a second",
     )
     parser.add_argument("--json", metavar="FILE", help="also write every figure here")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="first wait (at most this long) for the shared machine to be nearly idle",
-    )
+    add_wait_quiet(parser, 0.0)
     parser.add_argument(netns.INSIDE, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if (status := netns.enter("bench.exporter", args.inside)) is not None:
