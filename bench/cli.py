@@ -68,15 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     raw = list(argv) if argv is not None else __import__("sys").argv[1:]
     os.environ.setdefault(START_ENV, str(time.time()))
-    if args.mcastd_root is not None:
-        # the re-executed bench runs from the repository root: pass the path absolute
-        raw = [a for a in raw if not a.startswith("--mcastd-root")]
-        raw = [a for a in raw if a != str(args.mcastd_root)]
-        raw += ["--mcastd-root", str(args.mcastd_root.resolve())]
-    if args.baseline_root is not None:
-        raw = [a for a in raw if not a.startswith("--baseline-root")]
-        raw = [a for a in raw if a != str(args.baseline_root)]
-        raw += ["--baseline-root", str(args.baseline_root.resolve())]
+    trees = (("--mcastd-root", args.mcastd_root), ("--baseline-root", args.baseline_root))
+    for option, tree in trees:
+        if tree is not None:
+            # the re-executed bench runs from the repository root: pass the path absolute
+            raw = [a for a in raw if not a.startswith(option)]
+            raw = [a for a in raw if a != str(tree)]
+            raw += [option, str(tree.resolve())]
     if args.report_only:
         if not bootstrap.in_venv():
             bootstrap.reexec(str(bootstrap.ensure_venv()), raw)
