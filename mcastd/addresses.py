@@ -42,6 +42,12 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if is_ipv6(host) else f"{host}:{port}"
 
 
+def canonical_address(text: str) -> str | None:
+    """`10.0.0.1`, `fd00::1`: an address as the kernel reports a sender, None if not one."""
+    address = as_address(text.strip())
+    return None if address is None else str(address)
+
+
 def canonical_group(text: str) -> str | None:
     """The canonical text of a multicast address, or None if `text` is not one."""
     address = as_address(text.strip())

@@ -7,12 +7,12 @@ finds the daemons, and the probe modules a scrape may run.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import yaml
 
+from mcastd.addresses import as_address, canonical_group
 from mcastd.config.nodes import NodeReader, compose, is_null, kind
 from mcastd.errors import ConfigError, ConfigProblem
 
@@ -141,7 +141,7 @@ class _Reader(NodeReader):
                 settings[field_name] = self.number(value_node, where, low, high, what, whole)
             elif field_name == "group":
                 value = self.scalar(value_node, where)
-                settings["group"] = group = _multicast(value)
+                settings["group"] = group = canonical_group(str(value))
                 if group is None and value is not None:
                     self.problem(value_node, where, f"{value!r} is not a multicast address")
             elif field_name == "interface":
@@ -163,19 +163,7 @@ def _is_name(text: str) -> bool:
 
 
 def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _multicast(value: object) -> str | None:
-    try:
-        address = ipaddress.ip_address(str(value))
-    except ValueError:
-        return None
-    return str(address) if address.is_multicast else None
+    return as_address(text) is not None
 
 
 def is_listen(text: str) -> bool:

@@ -19,7 +19,6 @@ hop distance, and only probes sent with at least that TTL count towards its loss
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import statistics
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from mcastd.addresses import format_address, is_ipv6, is_ssm
+from mcastd.addresses import as_address, canonical_address, format_address, is_ipv6, is_ssm
 
 PROBE_WORD = "mcastd-probe"
 # Probe ids: this many random bytes, written as lower-case hex (upper-cased in the reply).
@@ -163,14 +162,6 @@ def problems(settings: ProbeSettings, root: bool) -> list[str]:
     if len(schedule(settings)) > MAX_COUNT:
         found.append(f"more than {MAX_COUNT} probes")
     return found
-
-
-def canonical_address(text: str) -> str | None:
-    """`10.0.0.1`, `fd00::1`: an address as the kernel reports reply sources, None if not one."""
-    try:
-        return str(ipaddress.ip_address(text.strip()))
-    except ValueError:
-        return None
 
 
 def parse_roster(text: str, source: str) -> Roster:
@@ -335,11 +326,8 @@ class _Tally:
 
 
 def _sort_key(address: str) -> tuple[int, int, str]:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return (9, 0, address)
-    return (ip.version, int(ip), address)
+    ip = as_address(address)
+    return (9, 0, address) if ip is None else (ip.version, int(ip), address)
 
 
 class Train:

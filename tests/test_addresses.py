@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mcastd.addresses import (
     as_address,
+    canonical_address,
     canonical_group,
     family_conflict,
     family_of,
@@ -70,6 +71,20 @@ def test_is_ssm(group: str, expected: bool):
 def test_as_address(text: str, expected: str | None):
     address = as_address(text)
     assert (None if address is None else str(address)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        (" fd77::0002 ", "fd77::2"),  # surrounding white space: a roster line's word
+        ("FE80::1%eth0", "fe80::1%eth0"),
+        ("eth0", None),
+        ("10.0.0.0/8", None),
+    ],
+)
+def test_canonical_address(text: str, expected: str | None):
+    assert canonical_address(text) == expected
 
 
 def test_format_address():
