@@ -406,7 +406,6 @@ class Daemons:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))  # short: AF_UNIX paths < 108
         self.started: list[Daemon] = []
-        self.sockets: dict[int, Path] = {}
 
     def start(
         self,
@@ -416,12 +415,8 @@ class Daemons:
         ready: bool = True,
         env: dict[str, str] | None = None,
     ) -> Daemon:
-        control = self.dir / f"c{len(self.started)}.sock"
-        daemon = Daemon(
-            host, config, [*args, "--control-socket", str(control)], workdir=self.dir, env=env
-        )
+        daemon = Daemon(host, config, args, workdir=self.dir, env=env)
         self.started.append(daemon)
-        self.sockets[id(daemon)] = control
         if ready:
             daemon.wait_for("READY=1")
         return daemon
@@ -429,7 +424,7 @@ class Daemons:
     def document(self, daemon: Daemon) -> dict[str, Any]:
         """This daemon's document of `mcastd status --json`."""
         out = subprocess.run(
-            mcastd_argv("status", "--json", "--socket", str(self.sockets[id(daemon)])),
+            mcastd_argv("status", "--json", "--socket", str(daemon.control_socket)),
             capture_output=True,
             text=True,
             timeout=20,

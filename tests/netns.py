@@ -143,8 +143,15 @@ class Daemon:
         if config is not None:
             self.config_path.write_text(config)
             argv += ["--config", str(self.config_path)]
-        if not default_control_socket and "--control-socket" not in args:
-            argv += ["--control-socket", str(self.dir / "control.sock")]
+        # The control socket's path, for `mcastd status --socket` and the like (None: mcastd's
+        # default, which depends on the config's name).
+        self.control_socket: Path | None = None
+        if "--control-socket" in args:
+            given = list(args)
+            self.control_socket = Path(given[given.index("--control-socket") + 1])
+        elif not default_control_socket:
+            self.control_socket = self.dir / "control.sock"
+            argv += ["--control-socket", str(self.control_socket)]
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.dir / "notify"))
         self.messages: list[str] = []

@@ -40,7 +40,7 @@ def daemons() -> Iterator[Daemons]:
 
 def status_document(daemons: Daemons, daemon: Daemon) -> dict[str, Any]:
     """The whole `mcastd status --json` document of `daemon` (with its `last_reload`)."""
-    control = str(daemons.sockets[id(daemon)])
+    control = str(daemon.control_socket)
     out = run(daemon.netns, mcastd_argv("status", "--json", "--socket", control))
     assert out.returncode == 0, out.stderr
     (document,) = json.loads(out.stdout)["daemons"]

@@ -176,7 +176,7 @@ def site() -> Iterator[Site]:
         with segment(("mc6mon", 1), ("mc6r1", 2), ("mc6r2", 3)) as (monitor, h1, h2):
             r1 = daemons.start(h1, R1_CONFIG)
             r2 = daemons.start(h2, R2_CONFIG, ["--group", "239.0.0.9"])
-            sockets = [daemons.sockets[id(r1)], daemons.sockets[id(r2)]]
+            sockets = [r1.control_socket, r2.control_socket]
             (work / "run").mkdir()
             config = work / "exporter.yaml"
             config.write_text(exporter_config(sockets, work / "run"))

@@ -270,11 +270,8 @@ def test_reload_removes_a_group_and_keeps_the_others(netns: NetNS, start_daemon:
     assert data.startswith(b"HEAR [ KEPT")
 
 
-def test_invalid_utf8_and_huge_datagrams_never_kill_it(
-    netns: NetNS, start_daemon: DaemonFactory, tmp_path: Path
-):
-    control = tmp_path / "control.sock"
-    daemon = start_daemon(ONE_GROUP, args=["--control-socket", str(control)])
+def test_invalid_utf8_and_huge_datagrams_never_kill_it(netns: NetNS, start_daemon: DaemonFactory):
+    daemon = start_daemon(ONE_GROUP)
     client = netns.socket()
     client.bind(("127.0.0.1", 0))
     client.sendto(b"\xff\xfe not text", ("239.0.0.9", PORT))
@@ -286,7 +283,7 @@ def test_invalid_utf8_and_huge_datagrams_never_kill_it(
     client.sendto(growing, ("239.0.0.9", PORT))
     client.sendto(b"b" * 65_480, ("239.0.0.9", PORT))  # the reply would not fit in UDP
     assert collect(client, quiet=0.3) == []
-    (counters,) = query(control)["endpoints"]  # type: ignore[index]
+    (counters,) = query(daemon.control_socket)["endpoints"]  # type: ignore[index]
     dropped = {reason: n for reason, n in counters["dropped"].items() if n}
     assert dropped == {"not_utf8": 1, "amplifying": 1, "reply_too_large": 1}
     assert (counters["received"], counters["answered"]) == (4, 1)

@@ -167,7 +167,7 @@ def test_a_reload_that_adds_an_unjoinable_group_is_done_with_errors(bare: Bare):
     assert error.startswith(f"[ff05::9]:59259: {NO_ROUTE}")
     assert states(found)["ff05::9"] == ("failing", error.removeprefix("[ff05::9]:59259: "))
     table = subprocess.run(
-        mcastd_argv("status", "--socket", str(bare.daemons.sockets[id(daemon)])),
+        mcastd_argv("status", "--socket", str(daemon.control_socket)),
         capture_output=True,
         text=True,
         timeout=20,
