@@ -4,15 +4,11 @@ recorded in the status, and the previous configuration stays served."""
 
 from __future__ import annotations
 
-import json
 import signal
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
-
-from tests.hosts import PORT, Daemons, run
-from tests.netns import Daemon, NetNS, ask, mcastd_argv
+from tests.hosts import PORT
+from tests.net.conftest import Site
+from tests.netns import ask
 
 SSM = "232.1.1.1"
 # The client's datagrams leave from 127.0.0.1 (224.0.0.0/4 is routed to lo with that source).
@@ -20,38 +16,9 @@ LISTED = f"groups:\n  - group: {SSM}\n    sources: [127.0.0.1]\n  - 239.0.0.9\n"
 UNLISTED = "# the SSM group is gone\ngroups: [239.0.0.9]\n"
 
 
-@pytest.fixture
-def netns() -> Iterator[NetNS]:
-    ns = NetNS("mc1-r")
-    try:
-        yield ns
-    finally:
-        ns.delete()
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    started = Daemons()
-    try:
-        yield started
-    finally:
-        started.close()
-
-
-def status_document(daemons: Daemons, daemon: Daemon) -> dict[str, Any]:
-    """The whole `mcastd status --json` document of `daemon` (with its `last_reload`)."""
-    control = str(daemon.control_socket)
-    out = run(daemon.netns, mcastd_argv("status", "--json", "--socket", control))
-    assert out.returncode == 0, out.stderr
-    (document,) = json.loads(out.stdout)["daemons"]
-    return dict(document)
-
-
-def test_reload_that_unlists_the_ssm_group_of_the_instance_keeps_serving(
-    netns: NetNS, daemons: Daemons
-):
-    daemon = daemons.start(netns, LISTED, ["--group", SSM])
-    client = netns.socket()
+def test_reload_that_unlists_the_ssm_group_of_the_instance_keeps_serving(site: Site):
+    daemon = site.daemons.start(site.netns, LISTED, ["--group", SSM])
+    client = site.netns.socket()
     try:
         data, _ = ask(client, b"before", SSM, PORT)
         assert data.startswith(b"HEAR [ BEFORE")
@@ -68,7 +35,7 @@ def test_reload_that_unlists_the_ssm_group_of_the_instance_keeps_serving(
 
         data, _ = ask(client, b"after", SSM, PORT)  # the old configuration is still served
         assert data.startswith(b"HEAR [ AFTER")
-        document = status_document(daemons, daemon)
+        document = site.daemons.document(daemon)
         last = document["last_reload"]
         assert (last["ok"], last["errors"]) == (False, [problem])
         (endpoint,) = document["endpoints"]
@@ -78,6 +45,6 @@ def test_reload_that_unlists_the_ssm_group_of_the_instance_keeps_serving(
         daemon.config_path.write_text(LISTED)
         daemon.signal(signal.SIGHUP)
         assert "reload failed" not in daemon.wait_for("READY=1")
-        assert status_document(daemons, daemon)["last_reload"]["ok"] is True
+        assert site.daemons.document(daemon)["last_reload"]["ok"] is True
     finally:
         client.close()
