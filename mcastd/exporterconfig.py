@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from mcastd.addresses import as_address, canonical_group
+from mcastd.addresses import as_address, canonical_address, canonical_group
 from mcastd.config.nodes import NodeReader, compose, is_null, kind
 from mcastd.errors import ConfigError, ConfigProblem
 
@@ -150,7 +150,10 @@ class _Reader(NodeReader):
                     self.problem(value_node, where, f"{value!r} is not an interface")
                 settings["interface"] = value
             elif field_name == "expect":
-                settings["expect"] = self.text_list(value_node, where, _is_address, "an address")
+                # In the form the kernel reports reply sources in, so that `fd77::02` is the
+                # responder that answers from fd77::2 (as `mcastd probe --expect` reads it).
+                expect = self.text_list(value_node, where, _is_address, "an address")
+                settings["expect"] = tuple(str(canonical_address(a)) for a in expect)
             elif field_name == "hops":
                 settings["hops"] = self.boolean(value_node, where)
         if len(self.problems) > before:

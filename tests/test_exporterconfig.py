@@ -60,6 +60,12 @@ def test_full_file() -> None:
     assert config.modules["v6"] == ProbeModule(name="v6", group="ff05::9")
 
 
+def test_expected_responders_are_named_as_replies_come_from_them() -> None:
+    # A reply's source is fd77::2 and 10.77.0.2, however the operator wrote them.
+    text = "modules:\n  m:\n    group: ff05::9\n    expect: [FD77::0002, 10.77.0.2]\n"
+    assert parse(text, "e.yaml").modules["m"].expect == ("fd77::2", "10.77.0.2")
+
+
 @pytest.mark.parametrize("text", ["", "# nothing\n", "~\n"])
 def test_empty_file_is_the_defaults(text: str) -> None:
     config = parse(text, "e.yaml")
