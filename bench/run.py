@@ -630,6 +630,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def hotpath_texts(repo: Path, workdir: Path, prefix: str, names: tuple[str, str]) -> dict[str, str]:
+    """The two configs whose Python work per datagram is measured, under `names`: the
+    shipped one without the reply limit, and that without a log line per datagram."""
+    variants = (UNLIMITED, {**UNLIMITED, "log_datagrams": False})
+    return {
+        name: configs.variant(repo, workdir, prefix + name, **top).read_text()
+        for name, top in zip(names, variants, strict=True)
+    }
+
+
 def run(repo: Path, workdir: Path, binary: Path, count: int, smoke: bool) -> dict[str, Any]:
     bench = Bench(repo, workdir, binary, count, smoke)
     results: dict[str, Any] = {
@@ -670,13 +680,7 @@ def run(repo: Path, workdir: Path, binary: Path, count: int, smoke: bool) -> dic
             log(f"mcastd (shipped config as is) memory over {MEMORY_LARGE:,} datagrams:")
             results["memory"] = bench.memory_growth(rate)
             log("Python work per datagram in Channel.serve_batch (stub socket, no kernel):")
-            texts = {
-                name: configs.variant(repo, workdir, f"hot-{name}", **top).read_text()
-                for name, top in (
-                    ("mcastd", UNLIMITED),
-                    ("mcastd-nolog", {**UNLIMITED, "log_datagrams": False}),
-                )
-            }
+            texts = hotpath_texts(repo, workdir, "hot-", ("mcastd", "mcastd-nolog"))
             results["hotpath"] = hotpath.measure(repo, texts)
             for name, cost in results["hotpath"].items():
                 log(f"  {name:<13} " + (f"{cost:.3f} us" if isinstance(cost, float) else cost))
@@ -739,13 +743,7 @@ def ab(repo: Path, baseline: Path, workdir: Path, binary: Path, count: int) -> d
     costs: dict[str, dict[str, list[float]]] = {"mcastd": {}, "mcastd-baseline": {}}
     for _ in range(AB_HOTPATH_ROUNDS):
         for name, tree in (("mcastd", repo), ("mcastd-baseline", baseline)):
-            texts = {
-                label: configs.variant(tree, workdir, f"hot-{name}-{label}", **top).read_text()
-                for label, top in (
-                    ("log", UNLIMITED),
-                    ("nolog", {**UNLIMITED, "log_datagrams": False}),
-                )
-            }
+            texts = hotpath_texts(tree, workdir, f"hot-{name}-", ("log", "nolog"))
             for label, cost in hotpath_in_subprocess(tree, texts).items():
                 if isinstance(cost, float):
                     costs[name].setdefault(label, []).append(cost)
