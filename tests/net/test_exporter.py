@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from tests.hosts import Daemons, Host, segment
-from tests.netns import REPO, Daemon, mcastd_argv
+from tests.netns import REPO, Daemon, mcastd_argv, terminate
 
 pytestmark = pytest.mark.net
 
@@ -147,14 +146,7 @@ class Process:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout=10)
 
 
 class Site(NamedTuple):

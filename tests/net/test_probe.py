@@ -25,7 +25,7 @@ from bench.probe import FanIn
 from mcastd import prober
 from mcastd.probe import ProbeSettings
 from tests.hosts import PORT, Daemons, Host, Routed, routed, run, segment
-from tests.netns import REPO, NetNS, mcastd_argv
+from tests.netns import REPO, NetNS, mcastd_argv, terminate
 
 pytestmark = pytest.mark.net
 
@@ -68,15 +68,6 @@ def start_upstream(host: Host) -> subprocess.Popen[bytes]:
     )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def probe(host: Host | NetNS, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     out = run(host, mcastd_argv("probe", *args), timeout=timeout)
     assert "Traceback" not in out.stderr, out.stderr
@@ -109,7 +100,7 @@ def fleet() -> Iterator[Fleet]:
             yield fleet
         finally:
             if upstream_proc is not None:
-                stop(upstream_proc)
+                terminate(upstream_proc)
             daemons.close()
 
 
