@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -241,14 +242,21 @@ def test_an_ssm_responder_hears_the_probe_sent_from_its_chosen_source():
             daemons.close()
 
 
-@pytest.fixture
-def fan_in(netns: NetNS) -> Iterator[FanIn]:
+@contextmanager
+def answering(netns: NetNS, count: int) -> Iterator[FanIn]:
+    """`count` HEAR responders (bench.probe.FanIn) answering inside `netns` for the block."""
     with netns.entered():
-        fan = FanIn(1000)
+        fan = FanIn(count)
     try:
         yield fan.start()
     finally:
         fan.close()
+
+
+@pytest.fixture
+def fan_in(netns: NetNS) -> Iterator[FanIn]:
+    with answering(netns, 1000) as fan:
+        yield fan
 
 
 def test_a_thousand_responders_are_all_accounted_for(netns: NetNS, fan_in: FanIn, tmp_path: Path):
@@ -293,10 +301,7 @@ def test_nobody_answering_is_exit_1_with_a_hint(netns: NetNS):
 
 
 def test_ctrl_c_prints_the_summary_so_far(netns: NetNS):
-    with netns.entered():
-        fan = FanIn(3)
-    fan.start()
-    try:
+    with answering(netns, 3):
         proc = subprocess.Popen(
             netns.command(mcastd_argv("probe", "-c", "1000", "-i", "0.05")),
             stdout=subprocess.PIPE,
@@ -307,8 +312,6 @@ def test_ctrl_c_prints_the_summary_so_far(netns: NetNS):
         time.sleep(2.0)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=10)
-    finally:
-        fan.close()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     summary = stdout.split("--- 239.0.0.9:59259 mcastd probe statistics ---\n", 1)[1]
@@ -317,17 +320,11 @@ def test_ctrl_c_prints_the_summary_so_far(netns: NetNS):
 
 
 def test_run_keeps_to_its_deadline(netns: NetNS):
-    with netns.entered():
-        fan = FanIn(2)
-    fan.start()
     settings = ProbeSettings(GROUP, count=1000, interval=0.05, wait=0.5)
-    try:
-        with netns.entered():
-            deadline = time.monotonic() + 1.5
-            report = prober.run(settings, deadline=deadline)
-            returned = time.monotonic()
-    finally:
-        fan.close()
+    with answering(netns, 2), netns.entered():
+        deadline = time.monotonic() + 1.5
+        report = prober.run(settings, deadline=deadline)
+        returned = time.monotonic()
     assert 0 < report.sent < 1000
     # Every probe sent had its whole wait before the deadline: none is left pending.
     assert [(r.sent, r.received) for r in report.responders] == [(report.sent, report.sent)] * 2
