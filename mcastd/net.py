@@ -236,12 +236,19 @@ def apply_ttl(sock: socket.socket, endpoint: Endpoint) -> None:
     """The hop limits of replies: `ttl` for group replies (as upstream's TTL), `unicast_ttl`
     for unicast ones, else the system default so that they cross routers (as upstream's do)."""
     unicast_ttl = SYSTEM_DEFAULT_TTL if endpoint.unicast_ttl is None else endpoint.unicast_ttl
-    if endpoint.family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, endpoint.ttl)
+    set_multicast_ttl(sock, endpoint.ttl)
+    if sock.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, unicast_ttl)
     else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, endpoint.ttl)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, unicast_ttl)
+
+
+def set_multicast_ttl(sock: socket.socket, ttl: int) -> None:
+    """The TTL / hop limit of what the socket sends to a group."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
 
 
 def apply_interface(sock: socket.socket, endpoint: Endpoint, index: int) -> None:

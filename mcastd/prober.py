@@ -171,13 +171,6 @@ def close_sockets(sockets: ProbeSockets) -> None:
         net.close_group_socket(sockets.listener)
 
 
-def _set_ttl(sock: socket.socket, v6: bool, ttl: int) -> None:
-    if v6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-
-
 def _scoped(address: str, scope_id: int) -> str:
     """`fe80::1%eth0`: a link-local sender with its interface, as a roster would name it."""
     try:
@@ -248,7 +241,6 @@ def _probe(
     on_reply: OnReply | None,
     interrupt: Interrupt | None,
 ) -> ProbeReport:
-    v6 = settings.family_v6
     destination = (settings.group, settings.port)
     sender = sockets.sender
     readers: dict[int, tuple[socket.socket, Via]] = {sender.fileno(): (sender, Via.UNICAST)}
@@ -281,7 +273,7 @@ def _probe(
             end = start + seq * settings.interval
             if now >= end:
                 if ttl != ttl_set:
-                    _set_ttl(sender, v6, ttl)
+                    net.set_multicast_ttl(sender, ttl)
                     ttl_set = ttl
                 sent_at = time.monotonic()
                 sender.sendto(data, destination)  # an OSError becomes run's SocketSetupError
