@@ -59,26 +59,44 @@ def ensure_venv() -> Path:
 
 
 def reexec(
-    python: str, argv: list[str], env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+    python: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+    module: str = "bench",
 ) -> None:
-    """Replace this process by `prefix python -m bench argv` run from the repository root."""
+    """Replace this process by `prefix python -m module argv` run from the repository root."""
     os.chdir(REPO)
-    args = [*prefix, python, "-m", "bench", *argv]
+    args = [*prefix, python, "-m", module, *argv]
     os.execvpe(args[0], args, env if env is not None else dict(os.environ))  # noqa: S606
+
+
+def in_own_netns(name: str) -> bool:
+    """True in the namespace stage (the host stage left its namespace's inode in the
+    environment); refuses to go on if the namespace is still the host's."""
+    host = os.environ.get(HOST_NETNS_ENV)
+    if not host:
+        return False
+    if netns_id() == host:
+        raise SystemExit(f"{name}: refusing to run: still in the host's network namespace")
+    return True
+
+
+def reexec_in_netns(python: str, argv: list[str], module: str = "bench") -> None:
+    """Replace this process by `python -m module argv` under `unshare --net`."""
+    env = dict(os.environ)
+    env[HOST_NETNS_ENV] = netns_id()
+    reexec(python, argv, env, prefix=("unshare", "--net", "--"), module=module)
 
 
 def enter(argv: list[str], use_venv: bool) -> None:
     """Return only once running in the right interpreter inside a new network namespace."""
-    if os.environ.get(HOST_NETNS_ENV):
-        if netns_id() == os.environ[HOST_NETNS_ENV]:
-            raise SystemExit("bench: refusing to run: still in the host's network namespace")
+    if in_own_netns("bench"):
         return
     if use_venv and not in_venv():
         reexec(str(ensure_venv()), argv)
     if os.geteuid() != 0:
         raise SystemExit("bench: needs root (it makes a network namespace with unshare -n)")
-    env = dict(os.environ)
-    env[HOST_NETNS_ENV] = netns_id()
     # Without the venv: Debian's python, which has mcastd's apt dependencies.
     python = sys.executable if use_venv or not Path(SYSTEM_PYTHON).exists() else SYSTEM_PYTHON
-    reexec(python, argv, env, prefix=("unshare", "--net", "--"))
+    reexec_in_netns(python, argv)

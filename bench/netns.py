@@ -14,11 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import bootstrap
+
 VETH = ("mbench0", "mbench1")
-# The flag a bench passes to itself once it runs inside its own namespace.
-INSIDE = "--inside"
-SYSTEM_PYTHON = "/usr/bin/python3"
-NETNS_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "netns"
+NETNS_SCRIPT = bootstrap.REPO / "scripts" / "netns"
 
 
 def links() -> list[str]:
@@ -34,17 +33,17 @@ def setup() -> None:
     subprocess.run([str(NETNS_SCRIPT), "local", *VETH], check=True)
 
 
-def enter(module: str, inside: bool) -> int | None:
-    """Run `python3 -m MODULE` again inside a new network namespace of its own (`unshare
-    --net`) and return its exit status; None when already inside, after setting it up."""
+def enter(module: str) -> None:
+    """Return only once running as `python3 -m MODULE` inside a new network namespace of
+    its own (`unshare --net`, as bootstrap.enter does for the main bench), set up."""
+    if bootstrap.in_own_netns(module):
+        setup()
+        return
     if os.geteuid() != 0:
         print(f"{module}: run as root (it makes its own network namespace)", file=sys.stderr)
-        return 2
-    if not inside:
-        # Debian's python, which has mcastd's apt dependencies, whatever `python3` is first
-        # on PATH (a pyenv or venv one may lack python3-prometheus-client).
-        python = SYSTEM_PYTHON if Path(SYSTEM_PYTHON).exists() else sys.executable
-        argv = ["unshare", "--net", python, "-m", module, *sys.argv[1:], INSIDE]
-        return subprocess.run(argv, cwd=NETNS_SCRIPT.parent.parent, check=False).returncode
-    setup()
-    return None
+        raise SystemExit(2)
+    # Debian's python, which has mcastd's apt dependencies, whatever `python3` is first
+    # on PATH (a pyenv or venv one may lack python3-prometheus-client).
+    system = bootstrap.SYSTEM_PYTHON
+    python = system if Path(system).exists() else sys.executable
+    bootstrap.reexec_in_netns(python, sys.argv[1:], module)

@@ -335,10 +335,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per fan-in step")
     parser.add_argument("--rounds", type=int, default=5, help="RTT rounds")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument(netns.INSIDE, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if (status := netns.enter("bench.probe", args.inside)) is not None:
-        return status
+    netns.enter("bench.probe")
     started = time.time()
     rates = [float(r) for r in args.rates.split(",")]
     steps = fan_in(args.responders, rates, args.seconds)
