@@ -114,10 +114,8 @@ class _Reader(NodeReader):
         self, node: yaml.Node, key: str, check: Callable[[str], bool], what: str
     ) -> tuple[str, ...]:
         """A list of strings that pass `check` (a single one is a list of one)."""
-        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
         found = []
-        for i, item in enumerate(items):
-            where = f"{key}[{i}]" if isinstance(node, yaml.SequenceNode) else key
+        for item, where in self.items(node, key):
             value = self.scalar(item, where)
             if isinstance(value, str) and check(value):
                 found.append(value)

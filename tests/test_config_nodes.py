@@ -66,3 +66,17 @@ def test_node_helpers():
     assert (is_null(seq.value[1]), is_null(seq.value[0])) == (True, False)
     assert position(mapping) == (2, 4)
     assert compose("", "n.yaml") is None
+
+
+def test_items_give_each_entry_its_key_path_and_a_single_value_is_a_list_of_one():
+    reader = NodeReader("f.yaml")
+    listed = compose("[10.0.0.1, 10.0.0.2]\n", "f.yaml")
+    single = compose("10.0.0.1\n", "f.yaml")
+    assert listed is not None and single is not None
+    assert [(n.value, where) for n, where in reader.items(listed, "allow_from")] == [
+        ("10.0.0.1", "allow_from[0]"),
+        ("10.0.0.2", "allow_from[1]"),
+    ]
+    assert [(n.value, where) for n, where in reader.items(single, "allow_from")] == [
+        ("10.0.0.1", "allow_from")
+    ]

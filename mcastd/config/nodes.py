@@ -122,6 +122,13 @@ class NodeReader:
                 values[name] = value
         return values
 
+    def items(self, node: yaml.Node, key: str) -> list[tuple[yaml.Node, str]]:
+        """The entries of a list, each with its key path (`key[0]` ...); a single value is a
+        list of one, under `key` itself."""
+        if isinstance(node, yaml.SequenceNode):
+            return [(item, f"{key}[{i}]") for i, item in enumerate(node.value)]
+        return [(node, key)]
+
     def scalar(self, node: yaml.Node, key: str) -> object:
         """The Python value of a scalar node, or a problem and None."""
         if not isinstance(node, yaml.ScalarNode):

@@ -70,10 +70,9 @@ class _Checker(NodeReader):
 
     def networks(self, node: yaml.Node, key: str) -> tuple[Network, ...] | None:
         """A list of addresses or CIDR networks (a single one is a list of one)."""
-        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        items = self.items(node, key)
         found: list[Network] = []
-        for i, item in enumerate(items):
-            where = f"{key}[{i}]" if isinstance(node, yaml.SequenceNode) else key
+        for item, where in items:
             value = self.scalar(item, where)
             try:
                 found.append(ipaddress.ip_network(str(value), strict=False))
@@ -174,14 +173,11 @@ class _Checker(NodeReader):
                 )
             return ()
         node = entries["sources"][1]
-        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        items = self.items(node, f"{key}.sources")
         if not items:
             self.problem(node, f"{key}.sources", "is empty: no sender could be heard")
         found: list[str] = []
-        for i, item in enumerate(items):
-            where = (
-                f"{key}.sources[{i}]" if isinstance(node, yaml.SequenceNode) else f"{key}.sources"
-            )
+        for item, where in items:
             value = self.scalar(item, where)
             address = as_address(value) if isinstance(value, str) else None
             if address is None:
