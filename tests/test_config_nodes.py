@@ -72,7 +72,8 @@ def test_items_give_each_entry_its_key_path_and_a_single_value_is_a_list_of_one(
     reader = NodeReader("f.yaml")
     listed = compose("[10.0.0.1, 10.0.0.2]\n", "f.yaml")
     single = compose("10.0.0.1\n", "f.yaml")
-    assert listed is not None and single is not None
+    assert listed is not None
+    assert single is not None
     assert [(n.value, where) for n, where in reader.items(listed, "allow_from")] == [
         ("10.0.0.1", "allow_from[0]"),
         ("10.0.0.2", "allow_from[1]"),
