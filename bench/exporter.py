@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import sys
@@ -33,10 +32,10 @@ import yaml
 
 from bench import configs, netns
 from bench.cli import add_wait_quiet, loadavg, wait_for_quiet
-from bench.loadgen import Generator, build
+from bench.loadgen import build
 from bench.probe import machine
-from bench.responders import GROUP, PORT, Running, Spec, mcastd_spec
-from bench.run import RATES, SETTLE, cpus, run_step, zero_loss_rate
+from bench.responders import PORT, Running, Spec, mcastd_spec
+from bench.run import RATES, SETTLE, Bench, run_step, zero_loss_rate
 from mcastd.control import query
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,10 +179,8 @@ class Scraper:
 
 def under_load(workdir: Path, count: int, rates: tuple[int, ...]) -> dict[str, Any]:
     """The zero-loss step without and with scrapes every 100 ms, step by step alternating."""
-    gen_cpu, responder_cpu = cpus()
-    if gen_cpu is not None:
-        os.sched_setaffinity(0, {gen_cpu})
-    gen = Generator(build(workdir), GROUP, PORT, gen_cpu)
+    # bench.run's set-up: the generator on one CPU (with this process), mcastd on the other.
+    bench = Bench(REPO, workdir, build(workdir), count, smoke=False)
     config = configs.ipv4_only(REPO, workdir, "load", reply_rate=0)
     control = workdir / "load.sock"
     steps: dict[str, list[dict[str, Any]]] = {"quiet": [], "scraped": []}
@@ -192,17 +189,16 @@ def under_load(workdir: Path, count: int, rates: tuple[int, ...]) -> dict[str, A
     for rate in rates:
         for condition in ("quiet", "scraped"):
             spec = mcastd_spec("load", "mcastd", REPO, config, "--control-socket", str(control))
-            running = Running(spec, workdir, responder_cpu)
+            running = bench.start(spec)
             exporter = None
             scraper = None
             try:
-                running.wait_ready()
                 if condition == "scraped":
                     exporter = Exporter(workdir, [control])
                     cpu0 = exporter.cpu_seconds()
                     scraper = Scraper()
                 step_count = max(count, rate) if rate else count * 10
-                row = run_step(gen, running, step_count, rate, responder_cpu)
+                row = run_step(bench.gen, running, step_count, rate, bench.responder_cpu)
                 if scraper is not None and exporter is not None:
                     scrapes += scraper.stop()
                     exporter_cpu += exporter.cpu_seconds() - cpu0
@@ -211,7 +207,7 @@ def under_load(workdir: Path, count: int, rates: tuple[int, ...]) -> dict[str, A
                     scraper.stop()
                 if exporter is not None:
                     exporter.stop()
-                running.stop()
+                bench.stop()
             steps[condition].append(row)
             print(
                 f"  {condition:<8} {rate or 'unpaced':>7}/s: answered {row['answered']}/"
