@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +74,9 @@ class Exporter:
         # READY=1 that Running.wait_ready could wait for: a scrape answered is the sign.
         spec = Spec("exporter", "mcastd exporter", argv, notify=False, cwd=REPO)
         self.running = Running(spec, workdir, None)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                scrape()
-                break
-            except OSError:
-                if time.monotonic() > deadline or not self.running.alive():
-                    self.stop()
-                    raise SystemExit("bench.exporter: the exporter did not come up") from None
-                time.sleep(0.1)
+        if not answered(scrape, self.running, 20, (OSError,)):
+            self.stop()
+            raise SystemExit("bench.exporter: the exporter did not come up")
 
     def cpu_seconds(self) -> float:
         return self.running.cpu_seconds()
@@ -99,19 +93,30 @@ def scrape() -> tuple[float, bytes]:
     return time.perf_counter() - started, body
 
 
-def answering(control: Path, running: Running, timeout: float = 120.0) -> None:
-    """Wait until the daemon answers on its control socket (its groups are not the bench
-    group, which Running.wait_ready probes)."""
+def answered(
+    ask: Callable[[], object],
+    running: Running,
+    timeout: float,
+    errors: tuple[type[Exception], ...],
+) -> bool:
+    """Call `ask` every 0.1 s until it raises none of `errors` (True); False once `running`
+    has exited or `timeout` seconds have passed."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            query(control)
-            return
-        except (OSError, ValueError):
+            ask()
+            return True
+        except errors:
             if not running.alive() or time.monotonic() > deadline:
-                message = f"bench.exporter: no answer on {control}:\n{running.log_tail()}"
-                raise SystemExit(message) from None
+                return False
             time.sleep(0.1)
+
+
+def answering(control: Path, running: Running, timeout: float = 120.0) -> None:
+    """Wait until the daemon answers on its control socket (its groups are not the bench
+    group, which Running.wait_ready probes)."""
+    if not answered(lambda: query(control), running, timeout, (OSError, ValueError)):
+        raise SystemExit(f"bench.exporter: no answer on {control}:\n{running.log_tail()}")
 
 
 def count_series(body: bytes) -> int:
