@@ -19,7 +19,7 @@ from mcastd.server import Server
 from mcastd.snapshot import EndpointState
 from mcastd.steps import Opener, carry_out_plan, recover, reload_plan
 from tests.logs import Records, recording
-from tests.netns import NetNS
+from tests.netns import NetNS, netns_script
 
 pytestmark = pytest.mark.net
 PORT = 59259
@@ -113,10 +113,7 @@ def test_a_group_given_up_while_waiting_is_forgotten(ns: NetNS):
 
 
 def veth(ns: NetNS) -> None:
-    ns.ip("link", "add", "mc9a", "type", "veth", "peer", "name", "mc9b")
-    ns.exec("sysctl", "-qw", "net.ipv6.conf.mc9a.accept_dad=0")
-    for link in ("mc9a", "mc9b"):
-        ns.ip("link", "set", link, "up")
+    netns_script("veth", ns.name, "mc9a", ns.name, "mc9b")
 
 
 def test_a_rejoin_on_another_interface_keeps_the_socket(ns: NetNS):

@@ -25,7 +25,7 @@ from mcastd.retry import RETRY_SECONDS
 from mcastd.server import Server
 from tests.hosts import PORT, Daemons, Host, answered_within
 from tests.logs import recording
-from tests.netns import Daemon, ask, mcastd_argv
+from tests.netns import Daemon, ask, mcastd_argv, netns_script
 
 pytestmark = pytest.mark.net
 
@@ -52,10 +52,7 @@ def bare() -> Iterator[Bare]:
 
 def add_ipv6_link(host: Host) -> None:
     """A veth pair, up: the kernel adds its ff00::/8 routes, and IPv6 groups can be joined."""
-    host.ip("link", "add", "v6a", "type", "veth", "peer", "name", "v6b")
-    for link in ("v6a", "v6b"):
-        host.exec("sysctl", "-qw", f"net.ipv6.conf.{link}.accept_dad=0")
-        host.ip("link", "set", link, "up")
+    netns_script("veth", host.name, "v6a", host.name, "v6b")
     host.ip("addr", "add", f"{ULA}/64", "dev", "v6a", "nodad")
 
 
