@@ -26,15 +26,6 @@ PORT = 59259
 
 
 @pytest.fixture
-def ns() -> Iterator[NetNS]:
-    space = NetNS(prefix="mc9-steps")
-    try:
-        yield space
-    finally:
-        space.delete()
-
-
-@pytest.fixture
 def journal() -> Iterator[Records]:
     with recording() as records:
         yield records
@@ -45,12 +36,12 @@ def config(text: str) -> Config:
 
 
 def served(
-    ns: NetNS, text: str, opener: Opener = open_group_socket
+    netns: NetNS, text: str, opener: Opener = open_group_socket
 ) -> tuple[Server, selectors.BaseSelector]:
     """A server that opened `text` in the namespace, its sockets in a selector (as `run`)."""
     server = Server(config(text), Notifier(lambda _: True), opener=opener)
     selector = selectors.DefaultSelector()
-    with ns.entered():
+    with netns.entered():
         server.open()
     for channel in server.channels.values():
         selector.register(channel.group_socket.sock, selectors.EVENT_READ, channel)
@@ -61,8 +52,8 @@ def registered(selector: selectors.BaseSelector) -> set[int]:
     return {key.fd for key in selector.get_map().values()}
 
 
-def test_a_plan_is_carried_out_step_by_step_and_failures_are_named(ns: NetNS):
-    server, selector = served(ns, "groups: [239.0.0.9, 239.0.0.10]\n")
+def test_a_plan_is_carried_out_step_by_step_and_failures_are_named(netns: NetNS):
+    server, selector = served(netns, "groups: [239.0.0.9, 239.0.0.10]\n")
     kept = server.channels[("239.0.0.9", PORT)].group_socket.sock
     dropped = server.channels[("239.0.0.10", PORT)].group_socket.sock
     new = config(
@@ -70,7 +61,7 @@ def test_a_plan_is_carried_out_step_by_step_and_failures_are_named(ns: NetNS):
         "  - group: 239.0.0.12\n    interface: nope0\n"
     )
     try:
-        with ns.entered():
+        with netns.entered():
             changes = reload_plan(server, new)
             assert [type(s) for s in changes] == [Close, Retune, Open, Open]
             server.config = new
@@ -94,13 +85,13 @@ def test_a_plan_is_carried_out_step_by_step_and_failures_are_named(ns: NetNS):
         selector.close()
 
 
-def test_a_group_given_up_while_waiting_is_forgotten(ns: NetNS):
+def test_a_group_given_up_while_waiting_is_forgotten(netns: NetNS):
     text = "interface: mc9x\nwait_for_interface: true\ngroups: [239.0.0.9]\n"
-    server, selector = served(ns, text)
+    server, selector = served(netns, text)
     try:
         assert list(server.backlog.endpoints()) == [("239.0.0.9", PORT)]
         new = config(text.replace("239.0.0.9", "239.0.0.10"))
-        with ns.entered():
+        with netns.entered():
             changes = reload_plan(server, new)
             assert [type(s) for s in changes] == [Close, Wait]
             server.config = new
@@ -112,18 +103,18 @@ def test_a_group_given_up_while_waiting_is_forgotten(ns: NetNS):
         selector.close()
 
 
-def veth(ns: NetNS) -> None:
-    netns_script("veth", ns.name, "mc9a", ns.name, "mc9b")
+def veth(netns: NetNS) -> None:
+    netns_script("veth", netns.name, "mc9a", netns.name, "mc9b")
 
 
-def test_a_rejoin_on_another_interface_keeps_the_socket(ns: NetNS):
-    veth(ns)
-    server, selector = served(ns, "groups: [239.0.0.9]\n")
+def test_a_rejoin_on_another_interface_keeps_the_socket(netns: NetNS):
+    veth(netns)
+    server, selector = served(netns, "groups: [239.0.0.9]\n")
     channel = server.channels[("239.0.0.9", PORT)]
     sock = channel.group_socket.sock
     new = config("interface: mc9a\ngroups: [239.0.0.9]\n")
     try:
-        with ns.entered():
+        with netns.entered():
             changes = reload_plan(server, new)
             assert [type(s) for s in changes] == [Rejoin]
             server.config = new
@@ -138,17 +129,19 @@ def test_a_rejoin_on_another_interface_keeps_the_socket(ns: NetNS):
         selector.close()
 
 
-def test_a_link_local_group_gets_a_new_socket_on_a_recreated_interface(ns: NetNS, journal: Records):
-    veth(ns)
-    server, selector = served(ns, "interface: mc9a\ngroups: [ff02::9]\n")
+def test_a_link_local_group_gets_a_new_socket_on_a_recreated_interface(
+    netns: NetNS, journal: Records
+):
+    veth(netns)
+    server, selector = served(netns, "interface: mc9a\ngroups: [ff02::9]\n")
     channel = server.channels[("ff02::9", PORT)]
     old = channel.group_socket.sock
     try:
-        ns.ip("link", "del", "mc9a")
-        with ns.entered():
+        netns.ip("link", "del", "mc9a")
+        with netns.entered():
             recover(server, selector, 0.0)  # gone: said, nothing else to do
-        veth(ns)
-        with ns.entered():
+        veth(netns)
+        with netns.entered():
             recover(server, selector, 0.0)  # back with another index: a new socket
             index = socket.if_nametoindex("mc9a")
         assert old.fileno() == -1
@@ -164,7 +157,7 @@ def test_a_link_local_group_gets_a_new_socket_on_a_recreated_interface(ns: NetNS
 
 
 def test_a_new_socket_that_cannot_be_opened_puts_the_group_back_to_waiting(
-    ns: NetNS, journal: Records
+    netns: NetNS, journal: Records
 ):
     opened: list[GroupSocket] = []
 
@@ -174,12 +167,12 @@ def test_a_new_socket_that_cannot_be_opened_puts_the_group_back_to_waiting(
         opened.append(open_group_socket(endpoint))
         return opened[-1]
 
-    veth(ns)
-    server, selector = served(ns, "interface: mc9a\ngroups: [ff02::9]\n", opener)
+    veth(netns)
+    server, selector = served(netns, "interface: mc9a\ngroups: [ff02::9]\n", opener)
     try:
-        ns.ip("link", "del", "mc9a")
-        veth(ns)  # re-created between two polls: an Up with another index
-        with ns.entered():
+        netns.ip("link", "del", "mc9a")
+        veth(netns)  # re-created between two polls: an Up with another index
+        with netns.entered():
             recover(server, selector, 0.0)
         assert server.channels == {}
         assert registered(selector) == set()
