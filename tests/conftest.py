@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.logs import Records, recording
 from tests.netns import Daemon, NetNS
 
 
@@ -20,6 +21,13 @@ def netns() -> Iterator[NetNS]:
         yield ns
     finally:
         ns.delete()
+
+
+@pytest.fixture
+def journal() -> Iterator[Records]:
+    """What the `mcastd` loggers log (INFO and up) during the test."""
+    with recording() as records:
+        yield records
 
 
 DaemonFactory = Callable[..., Daemon]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import logging
 import select
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,7 +13,7 @@ from mcastd.config import Endpoint, Settings
 from mcastd.net import open_group_socket
 from mcastd.protocol import Drop, DropReason, Heard, Refused, Reply, Stop, TokenBucket
 from mcastd.stopauth import StopRefusal
-from tests.logs import Records, recording
+from tests.logs import Records
 from tests.netns import NetNS, collect
 
 GROUP, PORT = "239.0.0.9", 59259
@@ -54,12 +53,6 @@ def test_quote_cuts_long_text():
     assert quote("a" * 500) == repr("a" * LOGGED_TEXT) + "... (500 characters)"
 
 
-@pytest.fixture
-def lines() -> Iterator[Records]:
-    with recording() as records:
-        yield records
-
-
 def channel_in(netns: NetNS, total: TokenBucket | None = None, **settings: object) -> Channel:
     endpoint = Endpoint(GROUP, PORT, Settings(**settings))  # type: ignore[arg-type]
     with netns.entered():
@@ -78,7 +71,7 @@ def serve_until(channel: Channel, received: int, now: float = T0) -> str | None:
 
 
 @pytest.mark.net
-def test_serve_batch_answers_counts_and_logs_each_datagram(netns: NetNS, lines: Records):
+def test_serve_batch_answers_counts_and_logs_each_datagram(netns: NetNS, journal: Records):
     channel = channel_in(netns, reply_rate=1, reply_burst=2)
     client = netns.socket()
     client.bind(("127.0.0.1", 0))
@@ -97,7 +90,7 @@ def test_serve_batch_answers_counts_and_logs_each_datagram(netns: NetNS, lines: 
     assert c.bytes_out == sum(len(r) for r in replies)
     assert c.last_source == ("127.0.0.1", client.getsockname()[1])
     assert c.last_heard == T0
-    heard = [m for m in lines.messages if " heard " in m]
+    heard = [m for m in journal.messages if " heard " in m]
     assert heard == [
         f"{GROUP}:{PORT} heard 'one' from {me}: answered",
         f"{GROUP}:{PORT} heard 'two' from {me}: answered",
@@ -105,25 +98,25 @@ def test_serve_batch_answers_counts_and_logs_each_datagram(netns: NetNS, lines: 
         f"{GROUP}:{PORT} heard 5 bytes from {me}: dropped (not_utf8)",
         f"{GROUP}:{PORT} heard 'ŉ' from {me}: dropped (amplifying)",
     ]
-    assert lines.messages[-1] == (
+    assert journal.messages[-1] == (
         f"{GROUP}:{PORT} left: 5 received, 2 answered, 3 dropped "
         "(1 amplifying, 1 not_utf8, 1 rate_limited)"
     )
 
 
 @pytest.mark.net
-def test_the_line_budget_holds_lines_back_and_counts_them(netns: NetNS, lines: Records):
+def test_the_line_budget_holds_lines_back_and_counts_them(netns: NetNS, journal: Records):
     channel = channel_in(netns, reply="none")
     client = netns.socket()
     try:
         for i in range(30):
             client.sendto(b"%d" % i, (GROUP, PORT))
         serve_until(channel, 30)
-        heard = [m for m in lines.messages if " heard " in m]
+        heard = [m for m in journal.messages if " heard " in m]
         assert len(heard) == 20
         assert heard[0].endswith(": not answered (reply: none)")
         channel.prune(T0 + 1.0, WALL + 1.0)  # the second is over: say how many were held back
-        assert lines.messages[-1] == f"{GROUP}:{PORT}: 10 more datagram lines suppressed"
+        assert journal.messages[-1] == f"{GROUP}:{PORT}: 10 more datagram lines suppressed"
     finally:
         channel.close()
     assert (channel.counters.listened, channel.counters.suppressed_lines) == (30, 10)
@@ -146,7 +139,7 @@ def test_a_batch_reads_at_most_batch_datagrams(netns: NetNS):
 @pytest.mark.net
 @pytest.mark.parametrize("log_datagrams", [True, False])
 def test_a_reply_that_cannot_be_sent_is_counted_and_said(
-    netns: NetNS, lines: Records, log_datagrams: bool
+    netns: NetNS, journal: Records, log_datagrams: bool
 ):
     channel = channel_in(netns, log_datagrams=log_datagrams)
     netns.ip("addr", "add", "198.51.100.7/32", "dev", "lo")
@@ -164,7 +157,7 @@ def test_a_reply_that_cannot_be_sent_is_counted_and_said(
     assert channel.counters.dropped["send_failed"] == 1
     assert channel.counters.answered == 0
     # One line either way: the datagram's own, or (without those) the failure's.
-    said = [r for r in lines.records if r.levelno == logging.WARNING]
+    said = [r for r in journal.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in said] == [
         f"{GROUP}:{PORT} heard 'hello' from {me}: reply failed: Network is unreachable"
         if log_datagrams
@@ -173,7 +166,7 @@ def test_a_reply_that_cannot_be_sent_is_counted_and_said(
 
 
 @pytest.mark.net
-def test_stop_ends_the_batch_and_names_its_sender(netns: NetNS, lines: Records):
+def test_stop_ends_the_batch_and_names_its_sender(netns: NetNS, journal: Records):
     total = TokenBucket(100, 100, T0)
     channel = channel_in(netns, total)
     client = netns.socket()
@@ -186,5 +179,5 @@ def test_stop_ends_the_batch_and_names_its_sender(netns: NetNS, lines: Records):
     finally:
         channel.close()
     assert channel.counters.received == 2  # "after" stays unread: the daemon is stopping
-    assert f"{GROUP}:{PORT}: STOP from {me} accepted" in lines.messages
-    assert f"{GROUP}:{PORT} heard 'STOP' from {me}: answered, STOP accepted" in lines.messages
+    assert f"{GROUP}:{PORT}: STOP from {me} accepted" in journal.messages
+    assert f"{GROUP}:{PORT} heard 'STOP' from {me}: answered, STOP accepted" in journal.messages

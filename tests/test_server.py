@@ -10,7 +10,7 @@ import os
 import selectors
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,17 +26,11 @@ from mcastd.net import GroupSocket, open_group_socket
 from mcastd.notify import Notifier
 from mcastd.server import Server
 from mcastd.snapshot import Document
-from tests.logs import Records, recording
+from tests.logs import Records
 from tests.netns import NetNS, collect
 
 pytestmark = pytest.mark.net
 PORT = 59259
-
-
-@pytest.fixture
-def journal() -> Iterator[Records]:
-    with recording() as records:
-        yield records
 
 
 class Notes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import selectors
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,17 +17,11 @@ from mcastd.reload import Close, Open, Rejoin, Retune, Wait
 from mcastd.server import Server
 from mcastd.snapshot import EndpointState
 from mcastd.steps import Opener, carry_out_plan, recover, reload_plan
-from tests.logs import Records, recording
+from tests.logs import Records
 from tests.netns import NetNS, netns_script
 
 pytestmark = pytest.mark.net
 PORT = 59259
-
-
-@pytest.fixture
-def journal() -> Iterator[Records]:
-    with recording() as records:
-        yield records
 
 
 def config(text: str) -> Config:
