@@ -129,6 +129,7 @@ def test_a_port_in_use_is_still_fatal_at_start(bare: Bare):
     daemon = bare.daemons.start(bare.host, config, ready=False)
     assert daemon.proc.wait(timeout=10) == 69
     assert "239.0.0.10:59259: address already in use" in daemon.stderr
+    daemon.drain()  # all it sent is in `messages`, not only what the reader took so far
     assert "READY=1" not in "".join(daemon.messages)
     blocker.close()
 
