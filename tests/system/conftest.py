@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.netns import netns_script
 from tests.system.container import Container
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,15 +114,11 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> Debs:
 def _setup_network(c: Container) -> None:
     """IPv4 multicast on lo; IPv6 multicast on a veth pair mc0/mc1 inside the container
     (`scripts/netns local`, run from the host in the container's network namespace)."""
-    netns = [str(REPO / "scripts" / "netns"), "-p", str(c.leader), "local", "mc0", "mc1"]
-    subprocess.run(netns, check=True, capture_output=True)
+    netns_script("-p", str(c.leader), "local", "mc0", "mc1")
     links = c.run(["ip", "-o", "link", "show"]).stdout
     names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
     assert names == {"lo", "mc0", "mc1"}, f"unexpected links in the container: {names}"
-    wait_until(
-        lambda: "fe80" in c.run(["ip", "-6", "-o", "addr", "show", "dev", "mc0"]).stdout,
-        "a link-local address on mc0",
-    )
+    wait_for_link_local(c, "mc0")
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +153,14 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = 15.0
         time.sleep(0.1)
 
 
+def wait_for_link_local(c: Container, link: str) -> None:
+    """Poll until `link` has its IPv6 link-local address."""
+    wait_until(
+        lambda: "fe80" in c.run(["ip", "-6", "-o", "addr", "show", "dev", link]).stdout,
+        f"a link-local address on {link}",
+    )
+
+
 def show(c: Container, unit: str, *props: str) -> dict[str, str]:
     """`systemctl show` properties of a unit as a dict."""
     out = c.run(["systemctl", "show", unit, *(f"--property={p}" for p in props)]).stdout
@@ -176,6 +182,19 @@ def journal(c: Container, *match: str) -> list[dict[str, object]]:
     c.run(["journalctl", "--sync"], check=False)
     out = c.run(["journalctl", "-b", "-o", "json", "--no-pager", *match]).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def exposure(c: Container, unit: str) -> tuple[float, str]:
+    """`systemd-analyze security`'s overall exposure level of `unit`, and its whole output."""
+    out = c.run(["systemd-analyze", "security", "--no-pager", unit]).stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out
+    return float(match.group(1)), out
+
+
+def unit_messages(c: Container, unit: str) -> list[str]:
+    """The MESSAGE= of each journal entry of `unit` in this boot."""
+    return [str(e.get("MESSAGE", "")) for e in journal(c, "-u", unit)]
 
 
 def heard(result: object, text: str, group: str) -> bool:

@@ -23,10 +23,12 @@ from tests.system.conftest import (
     TWO_PORTS,
     RecordProperty,
     active_mcastd_units,
+    exposure,
     heard,
     journal,
     say,
     show,
+    unit_messages,
     wait_until,
 )
 from tests.system.container import Container
@@ -64,11 +66,9 @@ def test_install_enables_and_starts_nothing(machine: Container) -> None:
 
 def test_security_exposure_at_most_1_0(machine: Container, record_property: RecordProperty) -> None:
     for unit in (INSTANCE, "mcastd.service"):
-        out = machine.run(["systemd-analyze", "security", "--no-pager", unit]).stdout
-        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
-        assert match, out
-        record_property(f"exposure {unit}", match.group(1))
-        assert float(match.group(1)) <= 1.0, out
+        level, out = exposure(machine, unit)
+        record_property(f"exposure {unit}", level)
+        assert level <= 1.0, out
 
 
 def test_instance_answers_and_logs_journal_fields(machine: Container) -> None:
@@ -246,7 +246,7 @@ def test_hung_event_loop_is_restarted_by_the_watchdog(machine: Container) -> Non
         )
 
     wait_until(restarted, "the watchdog to restart the stopped daemon", timeout=40)
-    messages = [str(e.get("MESSAGE", "")) for e in journal(machine, "-u", INSTANCE)]
+    messages = unit_messages(machine, INSTANCE)
     assert any("Watchdog timeout" in m for m in messages), messages[-10:]
     assert heard(say(machine, GROUP, "awake"), "awake", GROUP)
 
@@ -323,7 +323,7 @@ def test_instance_of_a_served_group_fails_without_restart(machine: Container) ->
     assert props["SubState"] == "failed"  # not auto-restart
     assert props["Result"] == "exit-code"
     assert props["ExecMainStatus"] == "69"
-    messages = [str(e.get("MESSAGE", "")) for e in journal(machine, "-u", INSTANCE)]
+    messages = unit_messages(machine, INSTANCE)
     assert any(f"{GROUP}:59259: address already in use" in m for m in messages), messages[-10:]
     assert show(machine, "mcastd.service", "ActiveState")["ActiveState"] == "active"
     machine.run(["systemctl", "reset-failed", INSTANCE])

@@ -11,16 +11,21 @@ container's lo.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.system.conftest import show, wait_until
+from tests.system.conftest import (
+    DYNAMIC_UIDS,
+    RecordProperty,
+    exposure,
+    show,
+    unit_messages,
+    wait_until,
+)
 from tests.system.container import Container
 
 pytestmark = pytest.mark.system
-
-RecordProperty = Callable[[str, object], None]
 
 SOCKET_UNIT = "mcastd-exporter.socket"
 SERVICE_UNIT = "mcastd-exporter.service"
@@ -119,7 +124,7 @@ def test_exporter_runs_as_a_dynamic_user_in_group_mcastd(host: Container) -> Non
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     gid = int(host.run(["getent", "group", "mcastd"]).stdout.split(":")[2])
     assert {int(g) for g in fields["Gid"].split()} == {gid}
-    assert int(fields["Uid"].split()[0]) >= 61184  # systemd's DynamicUser= range
+    assert int(fields["Uid"].split()[0]) in DYNAMIC_UIDS
 
 
 def test_probe_from_the_sandboxed_service(host: Container) -> None:
@@ -132,19 +137,16 @@ def test_probe_from_the_sandboxed_service(host: Container) -> None:
 
 
 def test_security_exposure_at_most_1_5(host: Container, record_property: RecordProperty) -> None:
-    out = host.run(["systemd-analyze", "security", "--no-pager", SERVICE_UNIT]).stdout
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
-    assert match, out
-    record_property(f"exposure {SERVICE_UNIT}", match.group(1))
-    assert float(match.group(1)) <= 1.5, out
+    level, out = exposure(host, SERVICE_UNIT)
+    record_property(f"exposure {SERVICE_UNIT}", level)
+    assert level <= 1.5, out
 
 
 def test_exporter_journal_names_where_it_listens(host: Container) -> None:
     def started() -> bool:
-        out = host.run(["journalctl", "-b", "-u", SERVICE_UNIT, "-o", "cat"]).stdout
+        out = "\n".join(unit_messages(host, SERVICE_UNIT))
         return "mcastd exporter" in out and "listening on ('127.0.0.1', 9859)" in out
 
-    host.run(["journalctl", "--sync"], check=False)
     wait_until(started, "the exporter's start line in the journal")
 
 

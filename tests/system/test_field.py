@@ -38,9 +38,10 @@ from tests.system.conftest import (
     TWO_PORTS,
     RecordProperty,
     heard,
-    journal,
     say,
     show,
+    unit_messages,
+    wait_for_link_local,
     wait_until,
 )
 from tests.system.container import Container
@@ -63,7 +64,7 @@ def start(c: Container, verb: str, unit: str, check: bool = True) -> None:
     c.run(["systemctl", "reset-failed", "mcastd.service"], check=False)
     done = c.run(["systemctl", verb, unit], check=False)
     if check and done.returncode != 0:
-        log = [str(e.get("MESSAGE", "")) for e in journal(c, "-u", unit)]
+        log = unit_messages(c, unit)
         raise AssertionError(f"systemctl {verb} {unit}: {done.stderr}\n" + "\n".join(log[-15:]))
 
 
@@ -87,10 +88,7 @@ def states(c: Container) -> dict[str, tuple[str, str | None]]:
 def add_ipv6_link(c: Container, box: Host) -> None:
     """The veth pair mc0/mc1 of conftest's network set-up, made again."""
     netns_script("veth", box.name, "mc0", box.name, "mc1")
-    wait_until(
-        lambda: "fe80" in c.run(["ip", "-6", "-o", "addr", "show", "dev", "mc0"]).stdout,
-        "a link-local address on mc0",
-    )
+    wait_for_link_local(c, "mc0")
 
 
 def test_shipped_config_without_ipv6_multicast_is_active(
@@ -102,7 +100,7 @@ def test_shipped_config_without_ipv6_multicast_is_active(
     try:
         start(machine, "start", "mcastd.service", check=False)
         props = show(machine, "mcastd.service", "ActiveState", "SubState", "StatusText")
-        log = [str(e.get("MESSAGE", "")) for e in journal(machine, "-u", "mcastd.service")]
+        log = unit_messages(machine, "mcastd.service")
         assert (props["ActiveState"], props["SubState"]) == ("active", "running"), (props, log[-6:])
         assert props["StatusText"].endswith("; 1 of 2 groups failing"), props
         served = states(machine)

@@ -19,9 +19,9 @@ from tests.system.conftest import (
     Debs,
     active_mcastd_units,
     heard,
-    journal,
     say,
     show,
+    unit_messages,
 )
 from tests.system.container import Container
 
@@ -45,7 +45,7 @@ def test_upgrade_keeps_edited_conffile_and_restarts_running_units(
     assert machine.run(["cat", CONFIG]).stdout == edited
     for unit, pid in before.items():
         props = show(machine, unit, "MainPID", "ActiveState")
-        log = [str(e.get("MESSAGE", "")) for e in journal(machine, "-u", unit)]
+        log = unit_messages(machine, unit)
         assert props["ActiveState"] == "active", (unit, log[-12:])
         assert props["MainPID"] != pid, f"{unit} was not restarted"
     assert show(machine, INSTANCE, "ActiveState")["ActiveState"] == "inactive"
