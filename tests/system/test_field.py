@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.hosts import Host, Routed, netns_script, replies
+from tests.hosts import Host, Routed, enable_ttl, netns_script, replies
 from tests.system.conftest import (
     CONFIG,
     GROUP,
@@ -155,7 +155,7 @@ def ask(client: Host, source: str, tag: str) -> list[tuple[bytes, str, int | Non
         interface = bytes(4) + socket.inet_aton(source) + struct.pack("@i", 0)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, interface)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
-        sock.setsockopt(socket.IPPROTO_IP, 12, 1)  # IP_RECVTTL (linux/in.h)
+        enable_ttl(sock)
         for n in range(REQUESTS):
             sock.sendto(f"{tag} {n}".encode(), (GROUP, PORT))
         return replies(sock, quiet=1.0)
@@ -168,9 +168,6 @@ def test_client_behind_a_router_gets_every_reply(
 ) -> None:
     client = routed.client
     assert client.v4 is not None
-    # A static (S,G) route: without it the router queues only the first few
-    # datagrams of a new source while smcrouted installs one.
-    routed.router.smcroutectl("add", "eth0", client.v4, GROUP, "eth1")
     got = ask(client, client.v4, "routed")
     said = re.compile(
         rf"HEAR \[ ROUTED (\d+) SAID \('{re.escape(client.v4)}', \d+\) \] from {re.escape(GROUP)}"
