@@ -208,12 +208,7 @@ def test_a_user_run_lives_in_xdg_runtime_dir(private: PrivateRun):
             env=dict(env, PYTHONPATH=str(REPO)),
         )
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                out = private.run([*as_nobody, *mcastd_argv("status", "--json")], env=env)
-                if out.returncode == 0 or time.monotonic() > deadline or proc.poll() is not None:
-                    break
-                time.sleep(0.1)
+            out = wait_for_status(private, found=True, user=as_nobody, env=env)
             assert out.returncode == 0, out.stderr
             (document,) = json.loads(out.stdout)["daemons"]
             assert document["instance"] == "user"
@@ -229,11 +224,17 @@ def test_a_user_run_lives_in_xdg_runtime_dir(private: PrivateRun):
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-def wait_for_status(private: PrivateRun, found: bool) -> subprocess.CompletedProcess[str]:
-    """`mcastd status --json` until it finds a daemon (or none), for at most 10 s."""
+def wait_for_status(
+    private: PrivateRun,
+    found: bool,
+    user: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`mcastd status --json` (run by `user`, a setpriv prefix, if given) until it finds a
+    daemon (or none), for at most 10 s."""
     deadline = time.monotonic() + 10
     while True:
-        out = private.status("--json")
+        out = private.run([*user, *mcastd_argv("status", "--json")], env=env)
         if (out.returncode == 0) == found or time.monotonic() > deadline:
             return out
         time.sleep(0.1)
