@@ -512,6 +512,18 @@ def say(netns: NetNS, *args: str, wait: float = 1.0) -> subprocess.CompletedProc
     return run(netns, mcastd_argv("say", "--wait", str(wait), *args))
 
 
+def upstream_hear(host: NetNS, group: str, port: int = PORT) -> subprocess.Popen[bytes]:
+    """Upstream `multicast` 2.1.1's HEAR server (installed in the test venv) inside `host`,
+    its output dropped."""
+    argv = [sys.executable, "-m", "multicast", "--daemon", "HEAR", "--group", group]
+    return subprocess.Popen(
+        host.command([*argv, "--port", str(port)]),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def vm_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

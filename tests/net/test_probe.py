@@ -12,7 +12,6 @@ import json
 import math
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ import pytest
 from bench.probe import FanIn
 from mcastd import prober
 from mcastd.probe import ProbeSettings
-from tests.hosts import PORT, Daemons, Host, Routed, routed, run, segment
+from tests.hosts import PORT, Daemons, Host, Routed, routed, run, segment, upstream_hear
 from tests.netns import REPO, NetNS, mcastd_argv, terminate
 
 pytestmark = pytest.mark.net
@@ -59,16 +58,6 @@ class Fleet(NamedTuple):
         return [*self.mcastd, self.grouped, self.upstream, self.far]
 
 
-def start_upstream(host: Host) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "multicast", "--daemon", "HEAR", "--port", str(PORT)]
-    return subprocess.Popen(
-        host.command([*argv, "--group", GROUP]),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def probe(host: Host | NetNS, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     out = run(host, mcastd_argv("probe", *args), timeout=timeout)
     assert "Traceback" not in out.stderr, out.stderr
@@ -91,7 +80,7 @@ def fleet() -> Iterator[Fleet]:
             near = [net.add_client(f"d{n}") for n in range(9)]
             grouped = net.add_client("grp")
             upstream = net.add_client("up")
-            upstream_proc = start_upstream(upstream)
+            upstream_proc = upstream_hear(upstream, GROUP)
             started = [daemons.start(h, UNICAST, ready=False) for h in [*near, net.responder]]
             started.append(daemons.start(grouped, GROUP_MODE, ready=False))
             for daemon in started:

@@ -9,8 +9,6 @@ with one less, so the TTL a reply arrives with shows the hops it made.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -26,6 +24,7 @@ from tests.hosts import (
     replies,
     routed,
     run,
+    upstream_hear,
 )
 from tests.netns import Daemon
 
@@ -143,12 +142,7 @@ def test_ttl_bounds_group_replies(site: Site, group: str, ttl: int, crossing: in
 def test_upstream_hear_replies_cross_the_router_with_the_same_ttl(site: Site) -> None:
     """Upstream multicast 2.1.1 sets only the multicast TTL, so its unicast replies cross."""
     net = site.net
-    argv = [sys.executable, "-m", "multicast", "--daemon", "HEAR", "--port", str(PORT)]
-    upstream = subprocess.Popen(
-        net.responder.command([*argv, "--group", GROUP4]),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    upstream = upstream_hear(net.responder, GROUP4)
     try:
         client = net.client.client(ttl=2)
         assert answered_within(client, GROUP4, 10.0), "upstream HEAR never answered"
